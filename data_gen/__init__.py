@@ -1,0 +1,1 @@
+"""Data generation: learning histories of source RL algorithms across task distributions."""

@@ -1,0 +1,304 @@
+"""`icl-rl generate`: roll a learning RL algorithm out on many tasks, write a Hub-layout dataset.
+
+Histories are produced in fixed-size shards. Each shard's tasks, environment randomness and
+learner randomness come from generators seeded by (seed, split, shard index) only, so the bytes
+of every shard are the same whatever `--num-proc` is, and an interrupted run resumes by
+generating only the shards that are missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from icl_rl import __version__
+from icl_rl.config import parse_config, parse_kwargs
+from icl_rl.dataset import (
+    SCHEMA_VERSION,
+    atomic_write_text,
+    history_table,
+    shard_path,
+    write_card,
+    write_shard,
+)
+from icl_rl.envs import Env, make_env
+from icl_rl.errors import IclRlError
+from icl_rl.learners import make_learner
+from icl_rl.rollout import rollout
+
+log = logging.getLogger(__name__)
+STAMP = "generate_config.json"  # written first; identifies the dataset a folder is becoming
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Generate a dataset of RL learning histories (one row per history) in the Hub layout."""
+
+    out: str = "runs/dataset"
+    """Output folder (created; must be empty or hold an unfinished run of the same config)."""
+    env: str = "bernoulli_bandit"
+    """Environment family (see `icl-rl envs`): bernoulli_bandit, gaussian_bandit, ..."""
+    learner: str = "ucb"
+    """Source learner whose learning is recorded: random, epsilon_greedy, ucb, thompson, ..."""
+    num_histories: int = 10000
+    """Histories in all, train and held-out together."""
+    steps: int = 500
+    """Steps per history (a bandit step is one episode)."""
+    heldout_fraction: float = 0.1
+    """Fraction of histories (and, for finite task sets, of tasks) in the held-out `test` split."""
+    seed: int = 0
+    """Base seed: the same seed and config give byte-identical data."""
+    shard_size: int = 4096
+    """Histories per parquet shard; also the batch rolled out at once. Part of the data's
+    identity: changing it changes the random streams."""
+    num_proc: int = 1
+    """Worker processes; shards are divided among them. Does not change the bytes."""
+    num_arms: int | None = None
+    """Bandits: number of arms (env default if unset)."""
+    noise_std: float | None = None
+    """Gaussian bandit: reward noise std (env default if unset)."""
+    env_kwargs: str | None = None
+    """Other env parameters as a JSON object, e.g. '{"num_arms": 10}'."""
+    learner_kwargs: str | None = None
+    """Learner hyperparameters as a JSON object, e.g. '{"c": 2.0}'."""
+    license: str = "mit"
+    """License written into the dataset card."""
+
+    def env_params(self) -> dict:
+        """Env constructor arguments from the flat flags and --env-kwargs."""
+        params = parse_kwargs(self.env_kwargs, "--env-kwargs")
+        for name in ("num_arms", "noise_std"):
+            if getattr(self, name) is not None:
+                params[name] = getattr(self, name)
+        return params
+
+    def learner_params(self) -> dict:
+        """Learner hyperparameters from --learner-kwargs."""
+        return parse_kwargs(self.learner_kwargs, "--learner-kwargs")
+
+    def identity(self) -> dict:
+        """The fields that determine the bytes of the dataset."""
+        d = dataclasses.asdict(self)
+        for k in ("out", "num_proc"):
+            d.pop(k)
+        return d
+
+
+def validate(config: GenerateConfig) -> tuple[Env, object]:
+    """Check every field before any work; returns the env and a learner built from the config."""
+    for name in ("num_histories", "steps", "shard_size", "num_proc"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise IclRlError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if not 0.0 <= config.heldout_fraction < 1.0:
+        raise IclRlError(f"--heldout-fraction must be in [0, 1), got {config.heldout_fraction}")
+    env = make_env(config.env, **config.env_params())
+    learner = make_learner(config.learner, env, **config.learner_params())
+    return env, learner
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard: which split, which index, which histories."""
+
+    split: str
+    index: int
+    count: int
+    start: int  # first history index within the split
+    size: int
+
+
+def plan(config: GenerateConfig) -> list[ShardJob]:
+    """All shards of the dataset, train first."""
+    n_test = int(round(config.num_histories * config.heldout_fraction))
+    sizes = {"train": config.num_histories - n_test, "test": n_test}
+    jobs = []
+    for split, n in sizes.items():
+        count = -(-n // config.shard_size)
+        for i in range(count):
+            start = i * config.shard_size
+            jobs.append(ShardJob(split, i, count, start, min(config.shard_size, n - start)))
+    return jobs
+
+
+def shard_seeds(seed: int, split: str, index: int) -> list[int]:
+    """Seeds for the (task, env, learner) generators of one shard; independent of --num-proc."""
+    ss = np.random.SeedSequence([seed, ("train", "test").index(split), index])
+    return [int(s) for s in ss.generate_state(3, dtype=np.uint64)]
+
+
+def shard_tasks(env: Env, config: GenerateConfig, job: ShardJob,
+                task_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tasks [n, task_dim] and task ids [n] of one shard."""
+    if env.spec.num_tasks is None:
+        tasks = env.sample_tasks(job.size, task_gen)
+        offset = 0 if job.split == "train" else plan_train_size(config)
+        return tasks, torch.arange(job.start, job.start + job.size) + offset
+    train_ids, test_ids = env.split(config.seed, config.heldout_fraction)
+    ids = train_ids if job.split == "train" else test_ids
+    if len(ids) == 0:
+        raise IclRlError(f"{config.env}: the {job.split} split has no tasks; change "
+                         "--heldout-fraction")
+    pick = ids[(torch.arange(job.start, job.start + job.size)) % len(ids)]
+    return env.task_set()[pick], pick
+
+
+def plan_train_size(config: GenerateConfig) -> int:
+    """Number of train histories."""
+    return config.num_histories - int(round(config.num_histories * config.heldout_fraction))
+
+
+def run_shard(config: GenerateConfig, job: ShardJob, threads: int | None = None) -> str:
+    """Generate and write one shard; returns its relative path."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    env, learner = validate(config)
+    task_seed, env_seed, agent_seed = shard_seeds(config.seed, job.split, job.index)
+    tasks, task_ids = shard_tasks(env, config, job, torch.Generator().manual_seed(task_seed))
+    history = rollout(env, learner, tasks, config.steps,
+                      env_generator=torch.Generator().manual_seed(env_seed),
+                      agent_generator=torch.Generator().manual_seed(agent_seed))
+    rel = shard_path(job.split, job.index, job.count)
+    write_shard(history_table(history, task_ids, config.seed), Path(config.out) / rel)
+    return rel
+
+
+def _prepare_folder(config: GenerateConfig) -> bool:
+    """Create the output folder or check it holds this same dataset; True if already complete."""
+    out = Path(config.out)
+    stamp = out / STAMP
+    if out.exists() and not out.is_dir():
+        raise IclRlError(f"--out {out} is a file; give a folder path")
+    if out.is_dir() and any(out.iterdir()):
+        if not stamp.exists():
+            raise IclRlError(f"--out {out} is not empty and holds no icl-rl dataset; choose a new "
+                             "folder (nothing was written)")
+        try:
+            old = json.loads(stamp.read_text())
+        except json.JSONDecodeError:
+            raise IclRlError(f"{stamp} is corrupt; remove the folder {out} and regenerate") \
+                from None
+        if old != config.identity():
+            diff = sorted(k for k in set(old) | set(config.identity())
+                          if old.get(k) != config.identity().get(k))
+            raise IclRlError(
+                f"--out {out} already holds a different dataset (differs in: {', '.join(diff)});"
+                " choose a new --out or remove it (nothing was overwritten)"
+            )
+        return (out / "README.md").exists()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stamp, json.dumps(config.identity(), indent=2, sort_keys=True))
+    return False
+
+
+def card_meta(config: GenerateConfig, env: Env, learner, jobs: list[ShardJob]) -> dict:
+    """The icl_rl section of the dataset card."""
+    splits = {}
+    for s in ("train", "test"):
+        n = sum(j.size for j in jobs if j.split == s)
+        if n:
+            splits[s] = {"num_histories": n, "num_shards": sum(j.split == s for j in jobs)}
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "generator_version": __version__,
+        "env": {"name": config.env, "params": env.params(),
+                "spec": dataclasses.asdict(env.spec)},
+        "learner": {"name": config.learner, "params": learner.params_dict()},
+        "seed": config.seed,
+        "steps": config.steps,
+        "shard_size": config.shard_size,
+        "heldout_fraction": config.heldout_fraction,
+        "splits": splits,
+        "license": config.license,
+    }
+    if env.spec.num_tasks is not None:
+        train_ids, test_ids = env.split(config.seed, config.heldout_fraction)
+        meta["task_split"] = {"train": train_ids.tolist(), "test": test_ids.tolist()}
+    return meta
+
+
+def card_body(meta: dict) -> str:
+    """The human part of the dataset card."""
+    env, learner = meta["env"], meta["learner"]
+    rows = "\n".join(f"| {s} | {v['num_histories']} | {v['num_shards']} |"
+                     for s, v in meta["splits"].items())
+    return f"""
+# {learner['name']} learning histories on {env['name']}
+
+Learning histories of the **{learner['name']}** algorithm ({learner['params']}) on tasks of
+**{env['name']}** ({env['params']}), made with icl-rl {meta['generator_version']}. Each row is
+one history: one task, {meta['steps']} consecutive steps of the learner learning it. Episodes
+last {env['spec']['episode_len']} step(s); `dones` marks the last step of each.
+
+| split | histories | shards |
+|---|---|---|
+{rows}
+
+The `test` split is held out: its tasks are never used for training.
+
+## Schema (version {meta['schema_version']})
+
+| column | type | meaning |
+|---|---|---|
+| observations | list of list of float32 [T, {env['spec']['obs_dim']}] | o_t |
+| actions | list of int64 [T] | a_t chosen by the learner |
+| rewards | list of float32 [T] | r_t |
+| dones | list of bool [T] | t is the last step of an episode |
+| optimal_actions | list of int64 [T] | the oracle's action at o_t |
+| task | list of float32 | the task parameters |
+| task_id, seed | int64 | which task, which base seed |
+
+## Load it
+
+```python
+from datasets import load_dataset
+ds = load_dataset("PATH_OR_REPO_ID")  # splits: train, test
+```
+
+or, validated against this card, as tensors: `icl_rl.dataset.load_histories(PATH, "train")`.
+"""
+
+
+def main(config: GenerateConfig) -> Path:
+    """Generate the dataset described by `config`; returns its folder."""
+    env, learner = validate(config)
+    out = Path(config.out)
+    if _prepare_folder(config):
+        log.info("%s already holds this complete dataset; nothing to do", out)
+        return out
+    jobs = plan(config)
+    todo = [j for j in jobs if not (out / shard_path(j.split, j.index, j.count)).exists()]
+    if len(todo) < len(jobs):
+        log.info("resuming: %d of %d shards already written", len(jobs) - len(todo), len(jobs))
+    bar = tqdm(total=sum(j.size for j in todo), unit="hist", desc=f"generate {config.learner}")
+    if config.num_proc == 1 or len(todo) <= 1:
+        for job in todo:
+            run_shard(config, job)
+            bar.update(job.size)
+    else:
+        threads = max(1, (os.cpu_count() or 1) // config.num_proc)
+        ctx = get_context("spawn")  # forking after torch's thread pools start can deadlock
+        with ProcessPoolExecutor(config.num_proc, mp_context=ctx) as pool:
+            futures = {pool.submit(run_shard, config, j, threads): j for j in todo}
+            for fut in futures:
+                fut.result()
+                bar.update(futures[fut].size)
+    bar.close()
+    meta = card_meta(config, env, learner, jobs)
+    write_card(out, meta, card_body(meta))
+    return out
+
+
+def cli(argv: list[str] | None = None) -> Path:
+    """Parse flags and run."""
+    return main(parse_config(GenerateConfig, argv, prog="icl-rl generate"))

@@ -1,0 +1,43 @@
+"""The `icl-rl` command: one subcommand per stage, each also a `python -m` module."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from icl_rl.errors import IclRlError
+
+COMMANDS = {
+    "generate": ("data_gen.generate", "roll out a source learner on many tasks -> HF dataset"),
+}
+
+
+def run(command: str, argv: list[str] | None = None) -> int:
+    """Run one subcommand; an IclRlError becomes one line on stderr and exit status 2."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(COMMANDS[command][0])
+    try:
+        module.cli(argv)
+    except IclRlError as e:
+        print(f"icl-rl {command}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `icl-rl` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        width = max(map(len, COMMANDS))
+        lines = [f"  {name:<{width}}  {doc}" for name, (_, doc) in COMMANDS.items()]
+        print("usage: icl-rl COMMAND [--help] [options]\n\ncommands:\n" + "\n".join(lines))
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nicl-rl: error: unknown command {argv[0]!r}", file=sys.stderr)
+            return 2
+        return 0
+    return run(argv[0], argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Config parsing for every entry point: HfArgumentParser, an optional YAML file, flags on top."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TypeVar
+
+from icl_rl.errors import IclRlError
+
+C = TypeVar("C")
+
+
+def parse_config(cls: type[C], argv: list[str] | None = None, prog: str | None = None) -> C:
+    """Parse argv into `cls`. `--config FILE.yaml` supplies defaults; flags override them.
+
+    Every field's docstring (the string literal under it) becomes its `--help` text.
+    """
+    import sys
+
+    import yaml
+    from transformers import HfArgumentParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(cls, prog=prog, description=(cls.__doc__ or "").strip())
+    parser.add_argument("--config", type=str, default=None,
+                        help="YAML file of option values; command-line flags override it")
+    _add_field_docs(parser, cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    pre, _ = parser.parse_known_args(argv)
+    if pre.config:
+        path = Path(pre.config)
+        if not path.is_file():
+            raise IclRlError(f"--config {path}: no such file")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise IclRlError(f"{path}: expected a mapping of option: value")
+        values = {k.replace("-", "_"): v for k, v in values.items()}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise IclRlError(f"{path}: unknown option(s) {', '.join(unknown)} for {cls.__name__}")
+        parser.set_defaults(**values)
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as e:
+        if e.code == 0:
+            raise
+        raise IclRlError(f"bad command line for {prog or cls.__name__}; see --help") from None
+    kwargs = {k: v for k, v in vars(ns).items() if k in known}
+    return cls(**kwargs)
+
+
+def _add_field_docs(parser, cls) -> None:
+    """Attach each field's attribute docstring as argparse help."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return
+    docs: dict[str, str] = {}
+    body = tree.body[0].body
+    for a, b in zip(body, body[1:], strict=False):
+        if (isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name)
+                and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)
+                and isinstance(b.value.value, str)):
+            docs[a.target.id] = " ".join(b.value.value.split())
+    for action in parser._actions:
+        name = action.dest
+        if name in docs:
+            default = "" if action.default is None else f" (default: {action.default})"
+            action.help = docs[name] + default
+
+
+def save_config(config, path: Path) -> None:
+    """Save a config dataclass as JSON next to what it produced."""
+    from icl_rl.dataset import atomic_write_text
+
+    atomic_write_text(path, json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True))
+
+
+def parse_kwargs(text: str | dict | None, flag: str) -> dict:
+    """A JSON object given on the command line (e.g. --learner-kwargs '{"c": 2}')."""
+    if text is None or text == "":
+        return {}
+    if isinstance(text, dict):
+        return dict(text)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise IclRlError(f"{flag}: not valid JSON ({e.msg}); e.g. {flag} '{{\"c\": 2.0}}'") \
+            from None
+    if not isinstance(value, dict):
+        raise IclRlError(f"{flag}: expected a JSON object, got {text!r}")
+    return value

@@ -1,0 +1,266 @@
+"""Learning-history datasets: one row per history, stored in the Hugging Face Hub layout.
+
+A dataset folder holds `data/{split}-0000i-of-0000n.parquet` shards (split `train` and the
+held-out split `test`) and a `README.md` dataset card whose YAML says how the data was made
+(env, learner, parameters, seed, task split, schema version). `datasets.load_dataset(folder)`
+reads it; so does `load_histories` below, which also validates it against the card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from torch import Tensor
+
+from icl_rl import __version__
+from icl_rl.errors import IclRlError
+from icl_rl.rollout import History
+
+SCHEMA_VERSION = 1
+SPLITS = ("train", "test")  # `test` is the held-out split: tasks the training never sees
+COLUMNS = ("observations", "actions", "rewards", "dones", "optimal_actions", "task", "task_id",
+           "seed")
+REQUIRED = ("observations", "actions", "rewards", "dones", "task")
+CARD_KEY = "icl_rl"  # the card's YAML section with everything icl-rl needs to read the data
+
+
+def shard_path(split: str, index: int, count: int) -> str:
+    """Hub-layout path of shard `index` of `count` of `split`, relative to the dataset folder."""
+    return f"data/{split}-{index:05d}-of-{count:05d}.parquet"
+
+
+def _nested(flat: np.ndarray, *lengths: int) -> pa.Array:
+    """Wrap a flat numpy array in list levels of fixed lengths (innermost last)."""
+    arr: pa.Array = pa.array(flat)
+    for length in reversed(lengths):
+        n = len(arr) // length
+        arr = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * length), arr)
+    return arr
+
+
+def history_table(history: History, task_ids: Tensor, seed: int) -> pa.Table:
+    """One row per history; built from flat buffers with no per-row Python."""
+    n, t, d = history.observations.shape
+    cols = {
+        "observations": _nested(history.observations.float().reshape(-1).numpy(), t, d),
+        "actions": _nested(history.actions.reshape(-1).numpy().astype(np.int64), t),
+        "rewards": _nested(history.rewards.float().reshape(-1).numpy(), t),
+        "dones": _nested(history.dones.reshape(-1).numpy(), t),
+    }
+    if history.optimal_actions is not None:
+        cols["optimal_actions"] = _nested(history.optimal_actions.reshape(-1).numpy(), t)
+    cols["task"] = _nested(history.tasks.float().reshape(-1).numpy(), history.tasks.shape[1])
+    cols["task_id"] = pa.array(task_ids.numpy().astype(np.int64))
+    cols["seed"] = pa.array(np.full(n, seed, dtype=np.int64))
+    return pa.table(cols)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) then rename onto `path`: a crash never leaves a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_shard(table: pa.Table, path: Path) -> None:
+    """Write one parquet shard atomically."""
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="snappy"))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file atomically."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+# -- the dataset card ------------------------------------------------------------------------
+
+
+def write_card(folder: Path, meta: dict, body: str) -> None:
+    """Write README.md: Hub metadata (configs, license, tags) plus the icl_rl section."""
+    from huggingface_hub import DatasetCardData
+
+    data = DatasetCardData(
+        license=meta.get("license", "mit"),
+        tags=["reinforcement-learning", "in-context-learning", "algorithm-distillation",
+              meta["env"]["name"], meta["learner"]["name"]],
+        task_categories=["reinforcement-learning"],
+        pretty_name=meta.get("pretty_name"),
+        configs=[{
+            "config_name": "default",
+            "data_files": [{"split": s, "path": f"data/{s}-*"} for s in meta["splits"]],
+        }],
+        **{CARD_KEY: meta},
+    )
+    atomic_write_text(folder / "README.md", f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def read_card_text(text: str, where: str) -> dict:
+    """The icl_rl metadata of a card's text; `where` names the file in errors."""
+    import yaml
+
+    if not text.startswith("---"):
+        raise IclRlError(f"{where}: no YAML header; is this an icl-rl dataset folder?")
+    try:
+        header = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError as e:
+        raise IclRlError(f"{where}: the YAML header does not parse ({e})") from None
+    meta = header.get(CARD_KEY)
+    if not isinstance(meta, dict):
+        raise IclRlError(
+            f"{where}: the card has no '{CARD_KEY}' section; regenerate the data with "
+            "`icl-rl generate` or add the section"
+        )
+    version = meta.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise IclRlError(
+            f"{where}: schema_version {version!r} is not one this icl-rl ({__version__}) reads "
+            f"(<= {SCHEMA_VERSION}); upgrade icl-rl"
+        )
+    return meta
+
+
+def read_card(source: str | Path) -> dict:
+    """The icl_rl metadata of a dataset folder or Hub repo id."""
+    path = Path(source)
+    if path.is_dir():
+        card = path / "README.md"
+        if not card.exists():
+            raise IclRlError(f"{path}: no README.md dataset card; is this an icl-rl dataset?")
+        return read_card_text(card.read_text(), str(card))
+    if path.suffix == ".parquet":
+        return {}
+    from huggingface_hub import hf_hub_download
+
+    try:
+        card = hf_hub_download(str(source), "README.md", repo_type="dataset")
+    except Exception as e:  # network errors, missing repos: one clear line
+        raise IclRlError(f"cannot read the dataset card of {source!r}: {e}") from None
+    return read_card_text(Path(card).read_text(), f"{source}/README.md")
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Histories:
+    """A split read back into tensors, with its card metadata."""
+
+    history: History
+    task_ids: Tensor  # [N]
+    meta: dict
+    source: str
+
+
+def _load_arrow(source: str | Path, split: str) -> pa.Table:
+    import datasets
+
+    path = Path(source)
+    try:
+        if path.suffix == ".parquet" and path.is_file():
+            ds = datasets.load_dataset("parquet", data_files={split: str(path)}, split=split)
+        else:
+            ds = datasets.load_dataset(str(source), split=split)
+    except ValueError as e:
+        raise IclRlError(f"{source}: no split {split!r} ({e})") from None
+    except FileNotFoundError as e:
+        raise IclRlError(f"{source}: not a dataset folder, parquet file or Hub repo ({e})") \
+            from None
+    return ds.data.table
+
+
+def _column(table: pa.Table, name: str, where: str) -> pa.Array:
+    if name not in table.column_names:
+        raise IclRlError(
+            f"{where}: column {name!r} is missing (has {table.column_names}); "
+            "regenerate with `icl-rl generate`"
+        )
+    col = table.column(name)
+    return pa.concat_arrays(col.chunks) if col.num_chunks != 1 else col.chunk(0)
+
+
+def _rows(arr: pa.Array, name: str, where: str, length: int | None) -> tuple[np.ndarray, int]:
+    """Flatten a list column whose rows must all have the same length; returns (flat, length)."""
+    lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+    if len(lengths) == 0:
+        return np.zeros(0), length or 0
+    want = int(lengths[0]) if length is None else length
+    bad = np.nonzero(lengths != want)[0]
+    if len(bad):
+        raise IclRlError(
+            f"{where}: row {bad[0]} has {lengths[bad[0]]} entries in {name!r}, expected {want} "
+            "(ragged histories); every history of a split must have the same number of steps"
+        )
+    return arr.flatten().to_numpy(zero_copy_only=False), want
+
+
+def load_histories(source: str | Path, split: str = "train") -> Histories:
+    """Read and validate one split of a learning-history dataset (folder, parquet or repo id)."""
+    meta = read_card(source)
+    table = _load_arrow(source, split)
+    where = f"{source} [{split}]"
+    n = table.num_rows
+    if n == 0:
+        raise IclRlError(f"{where}: the split has no histories")
+    acts, t = _rows(_column(table, "actions", where), "actions", where, None)
+    rew, _ = _rows(_column(table, "rewards", where), "rewards", where, t)
+    dones, _ = _rows(_column(table, "dones", where), "dones", where, t)
+    obs_col = _column(table, "observations", where)
+    _rows(obs_col, "observations", where, t)
+    obs_dim = meta.get("env", {}).get("spec", {}).get("obs_dim")
+    obs_arr = obs_col.flatten()
+    obs, obs_dim = _rows(obs_arr, "observations", where, obs_dim)
+    task_arr = _column(table, "task", where)
+    task, task_dim = _rows(task_arr, "task", where, None)
+    bad = np.nonzero(~np.isfinite(rew.astype(np.float64)))[0]
+    if len(bad):
+        raise IclRlError(
+            f"{where}: field 'rewards' has a non-finite value ({rew[bad[0]]}) in row "
+            f"{bad[0] // t}, step {bad[0] % t}; fix or drop that history"
+        )
+    num_actions = meta.get("env", {}).get("spec", {}).get("num_actions")
+    if num_actions is not None and len(acts) and (acts.min() < 0 or acts.max() >= num_actions):
+        i = int(np.nonzero((acts < 0) | (acts >= num_actions))[0][0])
+        raise IclRlError(
+            f"{where}: field 'actions' has {acts[i]} in row {i // t}, step {i % t}, outside the "
+            f"action space [0, {num_actions}) of the card's env"
+        )
+    opt = None
+    if "optimal_actions" in table.column_names:
+        o, _ = _rows(_column(table, "optimal_actions", where), "optimal_actions", where, t)
+        opt = torch.from_numpy(o.astype(np.int64)).reshape(n, t)
+    task_ids = (torch.from_numpy(_column(table, "task_id", where).to_numpy().astype(np.int64))
+                if "task_id" in table.column_names else torch.arange(n))
+    history = History(
+        observations=torch.from_numpy(obs.astype(np.float32)).reshape(n, t, obs_dim),
+        actions=torch.from_numpy(acts.astype(np.int64)).reshape(n, t),
+        rewards=torch.from_numpy(rew.astype(np.float32)).reshape(n, t),
+        dones=torch.from_numpy(dones.astype(bool)).reshape(n, t),
+        tasks=torch.from_numpy(task.astype(np.float32)).reshape(n, task_dim),
+        optimal_actions=opt,
+    )
+    return Histories(history, task_ids, meta, str(source))
+
+
+def config_json(config) -> str:
+    """Canonical JSON of a config dataclass (sorted keys), for identity checks and saving."""
+    import dataclasses
+
+    return json.dumps(dataclasses.asdict(config), sort_keys=True, indent=2)

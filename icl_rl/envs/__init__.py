@@ -1,0 +1,41 @@
+"""Environment families, batched over tasks, and their registry."""
+
+from __future__ import annotations
+
+import inspect
+
+from icl_rl.envs.bandits import Bandit, BernoulliBandit, GaussianBandit
+from icl_rl.envs.base import Env, EnvSpec
+from icl_rl.errors import IclRlError
+
+ENVS: dict[str, type[Env]] = {
+    "bernoulli_bandit": BernoulliBandit,
+    "gaussian_bandit": GaussianBandit,
+}
+
+
+def env_param_names(name: str) -> list[str]:
+    """The keyword arguments family `name` takes."""
+    return [p for p in inspect.signature(_lookup(name).__init__).parameters if p != "self"]
+
+
+def _lookup(name: str) -> type[Env]:
+    if name not in ENVS:
+        raise IclRlError(f"unknown env {name!r}; choose one of: {', '.join(sorted(ENVS))}")
+    return ENVS[name]
+
+
+def make_env(name: str, **params) -> Env:
+    """Build family `name` with `params`; unknown names or parameters raise IclRlError."""
+    cls = _lookup(name)
+    allowed = env_param_names(name)
+    extra = sorted(set(params) - set(allowed))
+    if extra:
+        raise IclRlError(
+            f"env {name!r} does not take {', '.join(extra)}; it takes: {', '.join(allowed)}"
+        )
+    return cls(**params)
+
+
+__all__ = ["ENVS", "Bandit", "Env", "EnvSpec", "BernoulliBandit", "GaussianBandit", "make_env",
+           "env_param_names"]

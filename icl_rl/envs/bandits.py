@@ -1,0 +1,87 @@
+"""Multi-armed bandits: one pull per episode, so a history of T steps is T episodes."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from icl_rl.envs.base import Env, EnvSpec
+from icl_rl.errors import IclRlError
+
+
+class Bandit(Env):
+    """Shared bandit logic: the task is the vector of arm means [N, K]; obs is a constant."""
+
+    family = ""
+
+    def __init__(self, num_arms: int = 5) -> None:
+        super().__init__()
+        if not isinstance(num_arms, int) or num_arms < 2:
+            raise IclRlError(f"{self.family}: num_arms must be an integer >= 2, got {num_arms!r}")
+        self.num_arms = num_arms
+
+    def reset_env(self) -> Tensor:
+        """Bandits have no state: every episode starts from the same constant observation."""
+        return self.tasks.new_zeros(self.tasks.shape[0], 1)
+
+    def expected_reward(self, action: Tensor) -> Tensor:
+        """Mean reward [N] of pulling `action` [N] in each task (for regret)."""
+        return self.tasks.gather(1, action.long()[:, None])[:, 0]
+
+    def optimal_action(self) -> Tensor:
+        """The best arm [N]."""
+        return self.tasks.argmax(dim=1)
+
+    def optimal_episode_return(self) -> Tensor:
+        """The best arm's mean [N]: the oracle's expected reward per pull."""
+        return self.tasks.max(dim=1).values
+
+    def params(self) -> dict:
+        """Constructor arguments."""
+        return {"num_arms": self.num_arms}
+
+
+class BernoulliBandit(Bandit):
+    """K arms with means ~ U(0, 1); a pull pays 1 with the arm's mean probability, else 0."""
+
+    family = "bernoulli_bandit"
+
+    def __init__(self, num_arms: int = 5) -> None:
+        super().__init__(num_arms)
+        self.spec = EnvSpec(self.family, 1, num_arms, 1, num_arms, 0.0, 1.0)
+
+    def sample_tasks(self, n: int, generator: torch.Generator) -> Tensor:
+        """Arm means [n, K] ~ U(0, 1)."""
+        return torch.rand(n, self.num_arms, generator=generator)
+
+    def step_env(self, action: Tensor) -> tuple[Tensor, Tensor]:
+        """Pull: one uniform draw [N] per step decides every task's Bernoulli outcome."""
+        u = torch.rand(self.tasks.shape[0], generator=self.generator, device=self.tasks.device)
+        reward = (u < self.expected_reward(action)).float()
+        return self.reset_env(), reward
+
+
+class GaussianBandit(Bandit):
+    """K arms with means ~ N(0, 1); a pull pays mean + N(0, noise_std^2)."""
+
+    family = "gaussian_bandit"
+
+    def __init__(self, num_arms: int = 5, noise_std: float = 1.0) -> None:
+        super().__init__(num_arms)
+        if not noise_std > 0:
+            raise IclRlError(f"gaussian_bandit: noise_std must be > 0, got {noise_std!r}")
+        self.noise_std = float(noise_std)
+        self.spec = EnvSpec(self.family, 1, num_arms, 1, num_arms)
+
+    def sample_tasks(self, n: int, generator: torch.Generator) -> Tensor:
+        """Arm means [n, K] ~ N(0, 1)."""
+        return torch.randn(n, self.num_arms, generator=generator)
+
+    def step_env(self, action: Tensor) -> tuple[Tensor, Tensor]:
+        """Pull: one standard normal draw [N] per step."""
+        z = torch.randn(self.tasks.shape[0], generator=self.generator, device=self.tasks.device)
+        return self.reset_env(), self.expected_reward(action) + self.noise_std * z
+
+    def params(self) -> dict:
+        """Constructor arguments."""
+        return {"num_arms": self.num_arms, "noise_std": self.noise_std}

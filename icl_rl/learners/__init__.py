@@ -1,0 +1,36 @@
+"""Source learners (the RL algorithms whose learning is distilled) and their registry."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from icl_rl.envs.base import Env
+from icl_rl.errors import IclRlError
+from icl_rl.learners.bandits import UCB1, EpsilonGreedy, Thompson
+from icl_rl.learners.base import Agent, Learner, RandomAgent
+
+LEARNERS: dict[str, type[Learner]] = {
+    "random": RandomAgent,
+    "epsilon_greedy": EpsilonGreedy,
+    "ucb": UCB1,
+    "thompson": Thompson,
+}
+
+
+def make_learner(name: str, env: Env, **params) -> Learner:
+    """Build learner `name` for `env`; unknown names or hyperparameters raise IclRlError."""
+    if name not in LEARNERS:
+        raise IclRlError(f"unknown learner {name!r}; choose one of: {', '.join(sorted(LEARNERS))}")
+    cls = LEARNERS[name]
+    fields = [f.name for f in dataclasses.fields(cls.Params)]
+    extra = sorted(set(params) - set(fields))
+    if extra:
+        raise IclRlError(
+            f"learner {name!r} does not take {', '.join(extra)}; "
+            f"it takes: {', '.join(fields) or 'no parameters'}"
+        )
+    return cls(env, cls.Params(**params))
+
+
+__all__ = ["Agent", "Learner", "LEARNERS", "make_learner", "RandomAgent", "EpsilonGreedy",
+           "UCB1", "Thompson"]

@@ -1,0 +1,164 @@
+"""Bandit source learners, batched over N tasks: epsilon-greedy, UCB1, Thompson sampling."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from icl_rl.envs.bandits import Bandit, BernoulliBandit, GaussianBandit
+from icl_rl.envs.base import Env
+from icl_rl.errors import IclRlError
+from icl_rl.learners.base import Learner, LearnerParams
+
+
+class BanditLearner(Learner):
+    """Per-arm pull counts and reward sums [N, K], updated with one scatter per step."""
+
+    def __init__(self, env: Env, params: LearnerParams | None = None) -> None:
+        if not isinstance(env, Bandit):
+            raise IclRlError(
+                f"learner {self.name!r} is for bandits, not {env.spec.name!r}; use q_learning, "
+                "ppo or noise_distill for sequential tasks"
+            )
+        super().__init__(env, params)
+        self.steps = 0
+
+    def reset(self, n: int, generator: torch.Generator | None = None) -> None:
+        """Forget every arm's statistics."""
+        super().reset(n, generator)
+        k = self.spec.num_actions
+        self.counts = torch.zeros(n, k)  # [N, K]
+        self.sums = torch.zeros(n, k)  # [N, K]
+        self.steps = 0
+
+    def observe(self, obs, action, reward, next_obs, done) -> None:
+        """Add the pull to its arm's count and sum."""
+        idx = action.long()[:, None]  # [N, 1]
+        self.counts.scatter_add_(1, idx, torch.ones_like(reward)[:, None])
+        self.sums.scatter_add_(1, idx, reward[:, None].float())
+        self.steps += 1
+
+    def means(self, initial: float = 0.0) -> Tensor:
+        """Empirical mean reward per arm [N, K]; `initial` for arms never pulled."""
+        m = self.sums / self.counts.clamp(min=1.0)
+        return m.masked_fill(self.counts == 0, initial)
+
+
+@dataclass(frozen=True)
+class EpsilonGreedyParams(LearnerParams):
+    """Epsilon-greedy with a multiplicative decay of the exploration rate."""
+
+    epsilon: float = 1.0
+    """Exploration probability at the first step."""
+    decay: float = 0.98
+    """Multiplier applied to epsilon after every step."""
+    min_epsilon: float = 0.02
+    """Floor for the decayed epsilon."""
+
+
+class EpsilonGreedy(BanditLearner):
+    """Greedy on empirical means (ties to the lowest arm), uniform with prob. epsilon_t.
+
+    Draws per step: one rand [N] (explore?) then one randint [N] (which arm).
+    """
+
+    Params = EpsilonGreedyParams
+    name = "epsilon_greedy"
+
+    def __init__(self, env: Env, params: EpsilonGreedyParams | None = None) -> None:
+        super().__init__(env, params)
+        p = self.params
+        if not (0 <= p.min_epsilon <= 1 and 0 <= p.epsilon <= 1 and 0 < p.decay <= 1):
+            raise IclRlError(f"epsilon_greedy: need 0<=epsilon,min_epsilon<=1, 0<decay<=1: {p}")
+
+    def epsilon(self) -> float:
+        """The exploration rate at the current step."""
+        p = self.params
+        return max(p.min_epsilon, p.epsilon * p.decay**self.steps)
+
+    def act(self, obs: Tensor) -> Tensor:
+        """Explore with probability epsilon_t, else exploit."""
+        n = obs.shape[0]
+        explore = torch.rand(n, generator=self.generator) < self.epsilon()
+        random_arm = torch.randint(0, self.spec.num_actions, (n,), generator=self.generator)
+        return torch.where(explore, random_arm, self.means().argmax(dim=1))
+
+
+@dataclass(frozen=True)
+class UCBParams(LearnerParams):
+    """UCB1 (Auer et al. 2002)."""
+
+    c: float = 1.0
+    """Scale of the exploration bonus c * sqrt(2 ln t / n_a); 1.0 is UCB1."""
+
+
+class UCB1(BanditLearner):
+    """Pulls every arm once (lowest first), then argmax of mean + c sqrt(2 ln t / n). No draws."""
+
+    Params = UCBParams
+    name = "ucb"
+
+    def __init__(self, env: Env, params: UCBParams | None = None) -> None:
+        super().__init__(env, params)
+        if not self.params.c >= 0:
+            raise IclRlError(f"ucb: c must be >= 0, got {self.params.c}")
+
+    def act(self, obs: Tensor) -> Tensor:
+        """Optimism in the face of uncertainty."""
+        n = self.counts.clamp(min=1.0)
+        bonus = (self.params.c * math.sqrt(2.0 * math.log(max(self.steps, 1)))) * n.rsqrt()
+        score = (self.sums / n + bonus).masked_fill(self.counts == 0, float("inf"))
+        return score.argmax(dim=1)
+
+
+@dataclass(frozen=True)
+class ThompsonParams(LearnerParams):
+    """Thompson sampling; the likelihood follows the env (Beta-Bernoulli or Normal-Normal)."""
+
+    prior_alpha: float = 1.0
+    """Beta prior successes (Bernoulli bandits)."""
+    prior_beta: float = 1.0
+    """Beta prior failures (Bernoulli bandits)."""
+    prior_mean: float = 0.0
+    """Normal prior mean of an arm (Gaussian bandits)."""
+    prior_std: float = 1.0
+    """Normal prior std of an arm (Gaussian bandits)."""
+
+
+class Thompson(BanditLearner):
+    """Samples arm means from the posterior, pulls the best sample.
+
+    Draws per step, Bernoulli: standard_gamma(alpha [N, K]) then standard_gamma(beta [N, K]);
+    Gaussian: one randn [N, K].
+    """
+
+    Params = ThompsonParams
+    name = "thompson"
+
+    def __init__(self, env: Env, params: ThompsonParams | None = None) -> None:
+        super().__init__(env, params)
+        p = self.params
+        if not (p.prior_alpha > 0 and p.prior_beta > 0 and p.prior_std > 0):
+            raise IclRlError(f"thompson: prior parameters must be > 0: {p}")
+        self.bernoulli = isinstance(env, BernoulliBandit)
+        self.noise_var = env.noise_std**2 if isinstance(env, GaussianBandit) else 1.0
+
+    def posterior_sample(self) -> Tensor:
+        """One draw of every arm's mean from its posterior [N, K]."""
+        p = self.params
+        if self.bernoulli:
+            x = torch._standard_gamma(p.prior_alpha + self.sums, generator=self.generator)
+            y = torch._standard_gamma(p.prior_beta + self.counts - self.sums,
+                                      generator=self.generator)
+            return x / (x + y)
+        precision = 1.0 / p.prior_std**2 + self.counts / self.noise_var
+        mean = (p.prior_mean / p.prior_std**2 + self.sums / self.noise_var) / precision
+        z = torch.randn(self.counts.shape, generator=self.generator)
+        return mean + z * precision.rsqrt()
+
+    def act(self, obs: Tensor) -> Tensor:
+        """Probability matching."""
+        return self.posterior_sample().argmax(dim=1)

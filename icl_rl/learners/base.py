@@ -1,0 +1,72 @@
+"""The Agent protocol shared by source learners and trained models, and the learner base class."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from icl_rl.envs.base import Env
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """A batched in-context agent: sees transitions from N task instances, chooses N actions."""
+
+    def reset(self, n: int, generator: torch.Generator | None = None) -> None:
+        """Start a learning history (not an episode) for n task instances."""
+
+    def act(self, obs: Tensor) -> Tensor:
+        """Choose actions [N] (int64) for observations [N, obs_dim]."""
+
+    def observe(self, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor,
+                done: Tensor) -> None:
+        """Learn from (or append to context) one transition of every task."""
+
+
+@dataclass(frozen=True)
+class LearnerParams:
+    """Base of every learner's hyperparameter dataclass."""
+
+
+class Learner:
+    """Base of the source learners: holds the env spec, the params and the random stream.
+
+    Every random draw comes from `self.generator`, set by `reset`, so a rollout is a function
+    of its seeds. Each learner documents the draws it makes per step (the reference
+    implementations in the tests replay them).
+    """
+
+    Params: type[LearnerParams] = LearnerParams
+    name = ""
+
+    def __init__(self, env: Env, params: LearnerParams | None = None) -> None:
+        self.spec = env.spec
+        self.params = params if params is not None else self.Params()
+        self.generator: torch.Generator | None = None
+        self.n = 0
+
+    def reset(self, n: int, generator: torch.Generator | None = None) -> None:
+        """Start a learning history for n tasks."""
+        self.n = n
+        self.generator = generator if generator is not None else torch.Generator()
+
+    def params_dict(self) -> dict:
+        """Hyperparameters as a plain dict (for dataset cards)."""
+        return asdict(self.params)
+
+
+class RandomAgent(Learner):
+    """Uniformly random actions. Draws per step: one randint [N]."""
+
+    name = "random"
+
+    def act(self, obs: Tensor) -> Tensor:
+        """Uniform over the action space."""
+        return torch.randint(0, self.spec.num_actions, (obs.shape[0],), generator=self.generator,
+                             device=obs.device)
+
+    def observe(self, obs, action, reward, next_obs, done) -> None:
+        """Nothing to learn."""

@@ -1,0 +1,93 @@
+"""The one rollout loop: any Agent (source learner, trained model, baseline) on N tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from icl_rl.envs.base import Env
+from icl_rl.errors import IclRlError
+from icl_rl.learners.base import Agent
+
+
+@dataclass
+class History:
+    """Learning histories of N tasks over T steps."""
+
+    observations: Tensor  # [N, T, obs_dim] float32, o_t
+    actions: Tensor  # [N, T] int64, a_t
+    rewards: Tensor  # [N, T] float32, r_t
+    dones: Tensor  # [N, T] bool, t is the last step of an episode
+    tasks: Tensor  # [N, task_dim] float32
+    optimal_actions: Tensor | None = None  # [N, T] int64, oracle action at o_t
+    expected_rewards: Tensor | None = None  # [N, T] float32, E[r_t | a_t] where the env knows it
+
+    @property
+    def num_histories(self) -> int:
+        """N."""
+        return self.actions.shape[0]
+
+    @property
+    def num_steps(self) -> int:
+        """T."""
+        return self.actions.shape[1]
+
+    def episode_returns(self) -> Tensor:
+        """Return of every complete episode [N, E] (histories run in lockstep)."""
+        ends = self.dones[0].nonzero()[:, 0]  # [E]
+        csum = self.rewards.cumsum(dim=1)[:, ends]  # [N, E]
+        return torch.diff(csum, dim=1, prepend=torch.zeros_like(csum[:, :1]))
+
+
+def rollout(
+    env: Env,
+    agent: Agent,
+    tasks: Tensor,
+    steps: int,
+    env_generator: torch.Generator | None = None,
+    agent_generator: torch.Generator | None = None,
+    record_optimal: bool = True,
+    progress: bool = False,
+    on_step: Callable[[int], None] | None = None,
+) -> History:
+    """Run `agent` on `tasks` [N, task_dim] for `steps` steps; returns the History.
+
+    Per step: agent.act -> (oracle action) -> env.step -> agent.observe. The env and the agent
+    draw from separate generators so that changing an agent never changes the task's rewards
+    for the same actions.
+    """
+    if steps < 1:
+        raise IclRlError(f"steps must be >= 1, got {steps}")
+    n = tasks.shape[0]
+    if n < 1:
+        raise IclRlError("need at least one task to roll out")
+    obs = env.reset(tasks, env_generator)
+    agent.reset(n, agent_generator)
+    dev = tasks.device
+    # Preallocated buffers; the loop only writes slices.
+    observations = torch.empty(n, steps, env.spec.obs_dim, device=dev)
+    actions = torch.empty(n, steps, dtype=torch.long, device=dev)
+    rewards = torch.empty(n, steps, device=dev)
+    dones = torch.empty(n, steps, dtype=torch.bool, device=dev)
+    optimal = torch.empty(n, steps, dtype=torch.long, device=dev) if record_optimal else None
+    expected = torch.empty(n, steps, device=dev) if hasattr(env, "expected_reward") else None
+    for t in tqdm(range(steps), disable=not progress, desc="rollout", leave=False):
+        action = agent.act(obs)
+        observations[:, t] = obs
+        actions[:, t] = action
+        if optimal is not None:
+            optimal[:, t] = env.optimal_action()
+        if expected is not None:
+            expected[:, t] = env.expected_reward(action)
+        next_obs, reward, done = env.step(action)
+        agent.observe(obs, action, reward, next_obs, done)
+        rewards[:, t] = reward
+        dones[:, t] = done
+        obs = next_obs
+        if on_step is not None:
+            on_step(t)
+    return History(observations, actions, rewards, dones, tasks, optimal, expected)
