@@ -1,0 +1,1 @@
+"""Benchmarks: each module's `run(quick) -> dict` returns JSON-able figures measured here."""

@@ -1,0 +1,55 @@
+"""Timing helpers shared by the benchmarks: medians of repeats, peak RSS, machine info."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of `fn()` in seconds over `repeats` runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()
+    return {"python": sys.version.split()[0], "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "device": dev or platform.machine()}
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 5, device: str = "cpu") -> float:
+    """Measured fp32 matmul rate (n^3 square) in GFLOP/s: the compute ceiling of this machine."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+
+    def mm():
+        a @ b
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    return 2 * n**3 / median_time(mm, repeats, warmup=2) / 1e9
+
+
+def emit(result: dict) -> None:
+    """Print one benchmark's result as JSON."""
+    print(json.dumps(result, indent=2))

@@ -1,0 +1,149 @@
+"""`icl-rl generate`: Hub layout, round trip through load_dataset, byte-identity, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from data_gen.generate import GenerateConfig, main, plan
+from icl_rl.config import parse_config
+from icl_rl.dataset import load_histories, read_card
+from icl_rl.errors import IclRlError
+
+
+def small(out, **kw) -> GenerateConfig:
+    base = dict(out=str(out), env="bernoulli_bandit", num_arms=3, learner="thompson",
+                num_histories=50, steps=40, shard_size=16, heldout_fraction=0.2, seed=7)
+    base.update(kw)
+    return GenerateConfig(**base)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_round_trip_through_load_dataset(tmp_path):
+    cfg = small(tmp_path / "ds")
+    out = main(cfg)
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet"))
+    assert files == ["data/test-00000-of-00001.parquet"] + [
+        f"data/train-0000{i}-of-00003.parquet" for i in range(3)]
+    ds = datasets.load_dataset(str(out))
+    assert set(ds) == {"train", "test"}
+    assert ds["train"].num_rows == 40 and ds["test"].num_rows == 10
+    row = ds["train"][0]
+    assert len(row["actions"]) == 40 and len(row["observations"][0]) == 1
+    assert len(row["task"]) == 3
+
+    loaded = load_histories(out, "train")
+    h = loaded.history
+    assert h.actions.shape == (40, 40)
+    np.testing.assert_array_equal(np.array(ds["train"]["actions"]), h.actions.numpy())
+    np.testing.assert_array_equal(np.array(ds["train"]["rewards"], dtype=np.float32),
+                                  h.rewards.numpy())
+    meta = read_card(out)
+    assert meta["env"]["name"] == "bernoulli_bandit" and meta["env"]["params"] == {"num_arms": 3}
+    assert meta["learner"] == {"name": "thompson", "params": {
+        "prior_alpha": 1.0, "prior_beta": 1.0, "prior_mean": 0.0, "prior_std": 1.0}}
+    assert meta["seed"] == 7 and meta["schema_version"] == 1
+    assert meta["splits"] == {"train": {"num_histories": 40, "num_shards": 3},
+                              "test": {"num_histories": 10, "num_shards": 1}}
+    card = (out / "README.md").read_text()
+    assert "reinforcement-learning" in card and "load_dataset" in card
+    # held-out histories are other tasks than the training ones
+    test = load_histories(out, "test")
+    assert set(test.task_ids.tolist()).isdisjoint(loaded.task_ids.tolist())
+    # rewards are Bernoulli draws of the recorded task's arm means
+    assert set(torch.unique(h.rewards).tolist()) <= {0.0, 1.0}
+
+
+def test_same_bytes_whatever_num_proc(tmp_path):
+    a = main(small(tmp_path / "a", num_proc=1))
+    b = main(small(tmp_path / "b", num_proc=2))
+    da, db = digest(a), digest(b)
+    assert da == db and len(da) == 6  # 4 shards, card, config stamp
+    c = main(small(tmp_path / "c", seed=8))
+    assert digest(c)["data/train-00000-of-00003.parquet"] != da["data/train-00000-of-00003.parquet"]
+
+
+def test_resume_writes_only_missing_shards(tmp_path):
+    out = main(small(tmp_path / "ds"))
+    before = digest(out)
+    victim = out / "data/train-00001-of-00003.parquet"
+    keep = out / "data/train-00000-of-00003.parquet"
+    victim.unlink()
+    (out / "README.md").unlink()  # as if killed before the card
+    mtime = keep.stat().st_mtime_ns
+    main(small(tmp_path / "ds"))
+    assert digest(out) == before
+    assert keep.stat().st_mtime_ns == mtime  # finished shards are not redone
+
+
+def test_refuses_a_folder_with_a_different_dataset(tmp_path):
+    out = main(small(tmp_path / "ds"))
+    before = digest(out)
+    with pytest.raises(IclRlError, match=r"already holds a different dataset \(differs in: seed"):
+        main(small(tmp_path / "ds", seed=99))
+    assert digest(out) == before
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(IclRlError, match="not empty and holds no icl-rl dataset"):
+        main(small(other))
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize(("kw", "msg"), [
+    ({"env": "nope"}, "unknown env 'nope'"),
+    ({"learner": "nope"}, "unknown learner 'nope'"),
+    ({"num_histories": -5}, "--num-histories must be a positive integer"),
+    ({"steps": 0}, "--steps must be a positive integer"),
+    ({"heldout_fraction": 1.5}, "--heldout-fraction must be in"),
+    ({"learner_kwargs": "{c: 2"}, "--learner-kwargs: not valid JSON"),
+    ({"learner": "ucb", "learner_kwargs": '{"gamma": 2}'}, "does not take gamma"),
+])
+def test_bad_config(tmp_path, kw, msg):
+    with pytest.raises(IclRlError, match=msg):
+        main(small(tmp_path / "ds", **kw))
+    assert not (tmp_path / "ds").exists()
+
+
+def test_plan_covers_every_history_once():
+    jobs = plan(GenerateConfig(num_histories=10000, heldout_fraction=0.1, shard_size=4096))
+    assert sum(j.size for j in jobs if j.split == "train") == 9000
+    assert sum(j.size for j in jobs if j.split == "test") == 1000
+    assert [j.size for j in jobs] == [4096, 4096, 808, 1000]
+
+
+def test_yaml_config_and_flags(tmp_path):
+    yml = tmp_path / "c.yaml"
+    yml.write_text("learner: ucb\nsteps: 33\nnum-arms: 4\n")
+    cfg = parse_config(GenerateConfig, ["--config", str(yml), "--steps", "12"])
+    assert (cfg.learner, cfg.steps, cfg.num_arms) == ("ucb", 12, 4)
+    yml.write_text("stepz: 3\n")
+    with pytest.raises(IclRlError, match="unknown option"):
+        parse_config(GenerateConfig, ["--config", str(yml)])
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "data_gen", *args], capture_output=True,
+                              text=True, timeout=120)
+
+    r = run("--env", "nope", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "icl-rl generate: error: unknown env 'nope'; choose one of: bernoulli_bandit, "
+        "gaussian_bandit"]
+    r = run("--num-histories", "-3", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "positive integer" in r.stderr
+    r = run("--help")
+    assert r.returncode == 0 and "Histories in all, train and held-out together" in r.stdout
