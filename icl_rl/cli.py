@@ -10,12 +10,14 @@ from icl_rl.errors import IclRlError
 
 COMMANDS = {
     "generate": ("data_gen.generate", "roll out a source learner on many tasks -> HF dataset"),
+    "train": ("training.train", "train an AD transformer on a dataset (accelerate)"),
 }
 
 
 def run(command: str, argv: list[str] | None = None) -> int:
     """Run one subcommand; an IclRlError becomes one line on stderr and exit status 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file
     module = importlib.import_module(COMMANDS[command][0])
     try:
         module.cli(argv)

@@ -172,6 +172,8 @@ class Histories:
 def _load_arrow(source: str | Path, split: str) -> pa.Table:
     import datasets
 
+    datasets.disable_progress_bars()  # the caller shows its own progress
+
     path = Path(source)
     try:
         if path.suffix == ".parquet" and path.is_file():

@@ -1,0 +1,70 @@
+"""Training windows: K consecutive steps of a learning history, as model-ready tokens.
+
+AD trains on windows that span several episodes of one history. A window starting at step s
+carries the transition before it (a_{s-1}, r_{s-1}) in its first token, exactly as a sliding
+window does at evaluation time. Batches are cut with tensor indexing (`__getitems__`), no
+per-window Python.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from icl_rl.errors import IclRlError
+from icl_rl.models.ad import transition_tokens
+from icl_rl.rollout import History
+
+
+class WindowDataset(Dataset):
+    """Every window of `context` steps of every history; item i = (history, start)."""
+
+    def __init__(self, history: History, context: int, num_actions: int) -> None:
+        if context < 1:
+            raise IclRlError(f"context must be >= 1, got {context}")
+        self.h = history
+        self.context = context
+        self.num_actions = num_actions
+        n, t = history.actions.shape
+        self.length = min(context, t)  # steps of real data per window
+        self.starts = t - self.length + 1  # windows per history
+        self.n = n
+        self.steps = torch.arange(self.length)
+
+    def __len__(self) -> int:
+        """Number of distinct windows."""
+        return self.n * self.starts
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        """One window (a batch of one, squeezed)."""
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
+        """A batch of windows: tokens [B, K, token_dim], actions [B, K], attention_mask [B, K]."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        rows = (idx // self.starts)[:, None]  # [B, 1]
+        cols = (idx % self.starts)[:, None] + self.steps  # [B, L]
+        h = self.h
+        prev = (cols - 1).clamp(min=0)
+        first = cols == 0  # the history's first step: nothing came before it
+        prev_a = h.actions[rows, prev].masked_fill(first, -1)
+        prev_r = h.rewards[rows, prev].masked_fill(first, 0.0)
+        start = h.dones[rows, prev] | first
+        tokens = transition_tokens(h.observations[rows, cols], prev_a, prev_r, start,
+                                   self.num_actions)
+        actions = h.actions[rows, cols]
+        mask = torch.ones_like(actions)
+        pad = self.context - self.length
+        if pad:  # histories shorter than the context: pad on the right, mask the padding
+            tokens = torch.nn.functional.pad(tokens, (0, 0, 0, pad))
+            actions = torch.nn.functional.pad(actions, (0, pad))
+            mask = torch.nn.functional.pad(mask, (0, pad))
+        return {"tokens": tokens, "actions": actions, "attention_mask": mask}
+
+
+def collate_batch(batch):
+    """Identity: `WindowDataset.__getitems__` already returns a collated batch."""
+    if isinstance(batch, list):  # a sampler that fetched single items
+        return {k: torch.stack([b[k] for b in batch]) for k in batch[0]}
+    return batch

@@ -1,0 +1,180 @@
+"""AD model and the accelerate training loop."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModel
+from transformers.cache_utils import DynamicCache
+
+from data_gen.generate import GenerateConfig
+from data_gen.generate import main as generate
+from icl_rl.data import WindowDataset
+from icl_rl.dataset import load_histories
+from icl_rl.errors import IclRlError
+from icl_rl.models import ADConfig, ADModel, shift_transitions, transition_tokens
+from training.train import TrainConfig
+from training.train import main as train
+
+
+@pytest.fixture(scope="module")
+def ucb_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "ucb"
+    return generate(GenerateConfig(out=str(out), env="bernoulli_bandit", num_arms=5,
+                                   learner="ucb", num_histories=600, steps=64, shard_size=300,
+                                   heldout_fraction=0.2, seed=1))
+
+
+def tiny(data, out, **kw) -> TrainConfig:
+    base = dict(dataset=str(data), out=str(out), context=32, hidden_size=32, num_layers=2,
+                num_heads=2, batch_size=16, max_steps=20, warmup_steps=2, eval_every=10,
+                eval_batches=2, save_every=10, log_every=5, progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_model_round_trip_and_auto_class(tmp_path):
+    cfg = ADConfig(obs_dim=2, num_actions=5, env_name="x", env_params={"size": 9},
+                   hidden_size=32, num_layers=2, num_heads=2, max_context=16)
+    model = ADModel(cfg)
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(loaded, ADModel)
+    assert loaded.config.env_name == "x" and loaded.config.env_params == {"size": 9}
+    for (n, p), (_, q) in zip(model.state_dict().items(), loaded.state_dict().items(),
+                              strict=True):
+        assert torch.equal(p, q), n
+
+
+def test_cached_decoding_equals_full_forward():
+    torch.manual_seed(0)
+    cfg = ADConfig(obs_dim=2, num_actions=4, hidden_size=64, num_layers=3, num_heads=4,
+                   max_context=48)
+    model = ADModel(cfg).eval()
+    b, t = 5, 48
+    obs = torch.randn(b, t, 2)
+    actions = torch.randint(0, 4, (b, t))
+    rewards = torch.rand(b, t)
+    dones = (torch.arange(t) % 6 == 5).expand(b, t)
+    tokens = transition_tokens(obs, *shift_transitions(actions, rewards, dones), 4)
+    with torch.no_grad():
+        full = model(tokens).logits
+        cache = DynamicCache(config=model.backbone.config)
+        steps = []
+        for i in range(t):
+            out = model(tokens[:, i:i + 1], cache=cache, use_cache=True,
+                        position_ids=torch.full((b, 1), i))
+            cache = out.cache
+            steps.append(out.logits)
+    diff = (torch.cat(steps, dim=1) - full).abs().max().item()
+    assert diff < 1e-4
+
+
+def test_windows_carry_the_previous_transition(ucb_data):
+    h = load_histories(ucb_data, "train").history
+    ds = WindowDataset(h, context=10, num_actions=5)
+    assert len(ds) == h.num_histories * (64 - 10 + 1)
+    batch = ds.__getitems__([0, 57])  # history 0 start 0; history 1 start 2
+    tok = batch["tokens"]
+    assert tok.shape == (2, 10, 1 + 5 + 3)
+    assert tok[0, 0, 1:6].sum() == 0 and tok[0, 0, -1] == 1  # no previous action
+    assert tok[1, 0, 1 + h.actions[1, 1]] == 1 and tok[1, 0, -1] == 0
+    assert tok[1, 0, 6] == h.rewards[1, 1]
+    assert torch.equal(batch["actions"][1], h.actions[1, 2:12])
+    short = WindowDataset(h, context=100, num_actions=5)  # longer than the histories
+    b = short.__getitems__([3])
+    assert b["tokens"].shape == (1, 100, 9) and b["attention_mask"][0].sum() == 64
+
+
+def test_validation_loss_falls_below_uniform(ucb_data, tmp_path):
+    res = train(tiny(ucb_data, tmp_path / "run", max_steps=300, eval_every=100,
+                     save_every=0, lr=2e-3, warmup_steps=20, context=64, hidden_size=64,
+                     num_heads=4, batch_size=32, eval_batches=4))
+    evals = [m["eval/loss"] for m in res["metrics"] if "eval/loss" in m]
+    uniform = math.log(5)
+    assert evals[-1] < 0.6 * uniform, evals
+    assert evals[-1] < evals[0]
+    model = AutoModel.from_pretrained(res["model_dir"])
+    assert model.config.env_name == "bernoulli_bandit" and model.config.num_actions == 5
+    assert json.loads((Path(res["model_dir"]) / "train_config.json").read_text())["max_steps"] \
+        == 300
+
+
+def test_resume_gives_identical_weights(ucb_data, tmp_path):
+    kw = dict(schedule="constant", max_steps=24, save_every=12, eval_every=0, batch_size=8)
+    straight = train(tiny(ucb_data, tmp_path / "a", **kw))
+    train(tiny(ucb_data, tmp_path / "b", **{**kw, "max_steps": 12}))
+    resumed = train(tiny(ucb_data, tmp_path / "b", **kw, resume_from_checkpoint="latest"))
+    assert resumed["steps"] == 24
+    a = AutoModel.from_pretrained(straight["model_dir"]).state_dict()
+    b = AutoModel.from_pretrained(resumed["model_dir"]).state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert sorted(p.name for p in (tmp_path / "b/checkpoints").iterdir()) == [
+        "step_00000012", "step_00000024"]
+
+
+def test_two_processes_match_one_process_with_double_batch(ucb_data, tmp_path):
+    """`accelerate launch` with 2 CPU processes (gloo) against 1 process with twice the batch."""
+    import os
+    import subprocess
+    import sys
+
+    common = ["--dataset", str(ucb_data), "--context", "32", "--hidden-size", "32",
+              "--num-layers", "2", "--num-heads", "2", "--max-steps", "12", "--warmup-steps",
+              "2", "--log-every", "2", "--eval-every", "6", "--eval-batches", "2",
+              "--save-every", "6", "--progress", "false"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+           "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--main_process_port", "0", "-m", "training.train",
+           *common, "--batch-size", "8", "--out", str(tmp_path / "two")]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    one = train(TrainConfig(**{**tiny(ucb_data, tmp_path / "one").__dict__, "batch_size": 16,
+                               "max_steps": 12, "log_every": 2, "eval_every": 6,
+                               "save_every": 6}))
+
+    def rows(path):
+        return [json.loads(x) for x in Path(path, "metrics.jsonl").read_text().splitlines()]
+
+    two_rows = rows(tmp_path / "two")
+    sums = next(r["ranks/param_checksums"] for r in two_rows if "ranks/param_checksums" in r)
+    assert len(sums) == 2 and sums[0] == sums[1]  # every rank holds the same parameters
+    two = [r["train/loss"] for r in two_rows if "train/loss" in r]
+    single = [r["train/loss"] for r in rows(tmp_path / "one") if "train/loss" in r]
+    assert len(two) == len(single) == 6
+    torch.testing.assert_close(torch.tensor(two), torch.tensor(single), rtol=1e-4, atol=1e-4)
+    assert abs(one["param_checksums"][0] - sums[0]) <= 1e-4 * max(1.0, abs(sums[0]))
+
+
+def test_bad_inputs(ucb_data, tmp_path):
+    res = train(tiny(ucb_data, tmp_path / "run", max_steps=4, eval_every=0, save_every=0))
+    # an existing run is not overwritten
+    before = (Path(res["model_dir"]) / "model.safetensors").read_bytes()
+    with pytest.raises(IclRlError, match="already holds a run"):
+        train(tiny(ucb_data, tmp_path / "run", max_steps=4))
+    assert (Path(res["model_dir"]) / "model.safetensors").read_bytes() == before
+    # a missing checkpoint
+    with pytest.raises(IclRlError, match="has no checkpoint"):
+        train(tiny(ucb_data, tmp_path / "fresh", resume_from_checkpoint="latest"))
+    with pytest.raises(IclRlError, match="not a checkpoint folder"):
+        train(tiny(ucb_data, tmp_path / "fresh", resume_from_checkpoint=str(tmp_path / "nope")))
+    # a dataset of another env than the model
+    other = generate(GenerateConfig(out=str(tmp_path / "g3"), env="gaussian_bandit", num_arms=3,
+                                    learner="thompson", num_histories=40, steps=40,
+                                    shard_size=40, heldout_fraction=0.25))
+    with pytest.raises(IclRlError, match="but the model .* was trained for bernoulli_bandit"):
+        train(tiny(other, tmp_path / "ft", init_model=res["model_dir"]))
+    # a window longer than the model's context
+    with pytest.raises(IclRlError, match="longer than the model's context 32"):
+        train(tiny(ucb_data, tmp_path / "ft2", init_model=res["model_dir"], context=64))
+    with pytest.raises(IclRlError, match="divisible by --num-heads"):
+        train(tiny(ucb_data, tmp_path / "x", hidden_size=30, num_heads=4))
+    with pytest.raises(IclRlError, match="--report-to: unknown tracker"):
+        train(tiny(ucb_data, tmp_path / "x", report_to="mlfloww"))
+    assert not (tmp_path / "fresh").exists() and not (tmp_path / "x").exists()

@@ -1,0 +1,1 @@
+"""Training: algorithm distillation of learning histories with accelerate."""
