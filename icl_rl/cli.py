@@ -11,6 +11,8 @@ from icl_rl.errors import IclRlError
 COMMANDS = {
     "generate": ("data_gen.generate", "roll out a source learner on many tasks -> HF dataset"),
     "train": ("training.train", "train an AD transformer on a dataset (accelerate)"),
+    "eval": ("eval.evaluate", "evaluate a trained model in context on held-out tasks"),
+    "demo": ("eval.demo", "generate -> train -> evaluate on a small bandit default (minutes)"),
 }
 
 

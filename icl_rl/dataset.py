@@ -140,20 +140,14 @@ def read_card_text(text: str, where: str) -> dict:
 def read_card(source: str | Path) -> dict:
     """The icl_rl metadata of a dataset folder or Hub repo id."""
     path = Path(source)
+    if not path.exists():
+        path = resolve_source(source)
     if path.is_dir():
         card = path / "README.md"
         if not card.exists():
             raise IclRlError(f"{path}: no README.md dataset card; is this an icl-rl dataset?")
         return read_card_text(card.read_text(), str(card))
-    if path.suffix == ".parquet":
-        return {}
-    from huggingface_hub import hf_hub_download
-
-    try:
-        card = hf_hub_download(str(source), "README.md", repo_type="dataset")
-    except Exception as e:  # network errors, missing repos: one clear line
-        raise IclRlError(f"cannot read the dataset card of {source!r}: {e}") from None
-    return read_card_text(Path(card).read_text(), f"{source}/README.md")
+    return {}  # a lone parquet file has no card
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -169,23 +163,45 @@ class Histories:
     source: str
 
 
-def _load_arrow(source: str | Path, split: str) -> pa.Table:
-    import datasets
-
-    datasets.disable_progress_bars()  # the caller shows its own progress
-
+def resolve_source(source: str | Path) -> Path:
+    """A local folder or parquet file as is; a Hub repo id downloaded to the local cache."""
     path = Path(source)
+    if path.exists():
+        return path
+    from huggingface_hub import snapshot_download
+
     try:
-        if path.suffix == ".parquet" and path.is_file():
-            ds = datasets.load_dataset("parquet", data_files={split: str(path)}, split=split)
-        else:
-            ds = datasets.load_dataset(str(source), split=split)
-    except ValueError as e:
-        raise IclRlError(f"{source}: no split {split!r} ({e})") from None
-    except FileNotFoundError as e:
-        raise IclRlError(f"{source}: not a dataset folder, parquet file or Hub repo ({e})") \
+        return Path(snapshot_download(str(source), repo_type="dataset"))
+    except Exception as e:  # offline, missing repo, bad id: one clear line
+        raise IclRlError(f"{source}: not a local dataset folder or parquet file, and not a "
+                         f"reachable Hub dataset repo ({type(e).__name__}: {e})") from None
+
+
+def split_files(folder: Path, split: str) -> list[Path]:
+    """The parquet shards of one split of a Hub-layout folder."""
+    files = sorted((folder / "data").glob(f"{split}-*.parquet"))
+    if not files:
+        have = sorted({p.name.split("-")[0] for p in (folder / "data").glob("*.parquet")})
+        raise IclRlError(f"{folder}: no split {split!r} (data/{split}-*.parquet); it has: "
+                         f"{', '.join(have) or 'no parquet shards'}")
+    return files
+
+
+def _load_arrow(source: str | Path, split: str) -> pa.Table:
+    """The split's rows as one Arrow table.
+
+    Read straight from the parquet shards (the same files `datasets.load_dataset` reads):
+    no copy into a cache, and never a stale cached copy of a folder regenerated in place.
+    """
+    path = resolve_source(source)
+    files = [path] if path.is_file() else split_files(path, split)
+    try:
+        return pa.concat_tables([pq.read_table(f) for f in files])
+    except (pa.ArrowInvalid, OSError) as e:
+        raise IclRlError(f"{source}: a shard does not read as parquet ({e}); regenerate it") \
             from None
-    return ds.data.table
+    except pa.ArrowTypeError as e:
+        raise IclRlError(f"{source} [{split}]: shards disagree on the schema ({e})") from None
 
 
 def _column(table: pa.Table, name: str, where: str) -> pa.Array:

@@ -147,3 +147,14 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and "positive integer" in r.stderr
     r = run("--help")
     assert r.returncode == 0 and "Histories in all, train and held-out together" in r.stdout
+
+
+def test_regenerated_folder_is_read_fresh(tmp_path):
+    """A folder deleted and regenerated in place must never be served from a stale cache."""
+    import shutil
+
+    out = main(small(tmp_path / "ds", steps=20))
+    assert load_histories(out, "train").history.num_steps == 20
+    shutil.rmtree(out)
+    main(small(tmp_path / "ds", steps=30))
+    assert load_histories(out, "train").history.num_steps == 30

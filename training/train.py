@@ -382,7 +382,8 @@ def main(config: TrainConfig) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         unwrapped = accelerator.unwrap_model(model)
         unwrapped.config.training = {"dataset": config.dataset, "steps": step,
-                                     "context": config.context}
+                                     "context": config.context,
+                                     "learner": train.meta.get("learner")}
         unwrapped.save_pretrained(tmp)
         save_config(config, tmp / "train_config.json")
         shutil.rmtree(model_dir, ignore_errors=True)

@@ -1,0 +1,61 @@
+"""Training throughput: tokens/s and achieved GFLOP/s against this machine's fp32 matmul rate.
+
+`python -m benchmarks.bench_train [--quick]` prints JSON. A training step here is what the
+training loop does per batch: forward, loss, backward, clip, AdamW step.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from benchmarks.common import emit, machine, matmul_gflops, median_time, peak_rss_mb
+from icl_rl.models import ADConfig, ADModel
+
+
+def bench_model(hidden: int, layers: int, context: int, batch: int, repeats: int,
+                num_actions: int = 5, obs_dim: int = 2, device: str = "cpu") -> dict:
+    """Median training-step time for one model size."""
+    torch.manual_seed(0)
+    cfg = ADConfig(obs_dim=obs_dim, num_actions=num_actions, hidden_size=hidden,
+                   num_layers=layers, num_heads=4, max_context=context)
+    model = ADModel(cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    tokens = torch.randn(batch, context, cfg.token_dim, device=device)
+    actions = torch.randint(0, num_actions, (batch, context), device=device)
+
+    def step():
+        loss = model(tokens, actions=actions).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    t = median_time(step, repeats, warmup=2)
+    tok_s = batch * context / t
+    gflops = model.flops_per_token(context) * tok_s / 1e9
+    return {"hidden_size": hidden, "num_layers": layers, "num_heads": cfg.num_heads,
+            "context": context, "batch": batch, "params": sum(p.numel() for p in
+                                                              model.parameters()),
+            "step_s": t, "tokens_per_s": tok_s, "gflops": gflops}
+
+
+def run(quick: bool = False) -> dict:
+    """Both default sizes next to the matmul ceiling measured in the same run."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    repeats = 3 if quick else 7
+    peak = matmul_gflops(device=device)
+    rows = []
+    for hidden in (128, 256):
+        r = bench_model(hidden, 4, 256, 16, repeats, device=device)
+        r["fraction_of_matmul"] = r["gflops"] / peak
+        rows.append(r)
+    return {"benchmark": "train", "machine": machine(), "matmul_gflops_fp32": peak,
+            "models": rows, "peak_rss_mb": peak_rss_mb()}
+
+
+if __name__ == "__main__":
+    emit(run(quick="--quick" in sys.argv))

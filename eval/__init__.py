@@ -1,0 +1,1 @@
+"""In-context evaluation of trained models on held-out tasks."""

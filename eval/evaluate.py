@@ -1,0 +1,306 @@
+"""`icl-rl eval`: roll a trained model out in context on held-out tasks, next to baselines.
+
+Every agent (the model, its source learner, uniform random, the oracle and, for bandits, UCB1
+and Thompson sampling) runs through the one rollout loop on the same tasks with the same
+environment seed. Reported per agent: mean return per episode with 95% confidence intervals
+over tasks, in-context improvement (last k vs first k episodes), the fraction of the oracle's
+return, and for bandits cumulative regret. Output: curves.png, report.md, results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from icl_rl.config import parse_config, parse_kwargs, save_config
+from icl_rl.dataset import atomic_write_text, read_card
+from icl_rl.envs import Env, make_env
+from icl_rl.envs.bandits import Bandit
+from icl_rl.errors import IclRlError
+from icl_rl.learners import make_learner
+from icl_rl.policy import ModelAgent
+from icl_rl.rollout import History, rollout
+from training.train import load_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluate a trained model in context on held-out tasks."""
+
+    model: str = "runs/model/model"
+    """Trained model folder (or the run folder that holds model/)."""
+    dataset: str | None = None
+    """Dataset it was trained on: gives the held-out tasks and the source learner (default:
+    the one recorded in the model's config)."""
+    out: str = "runs/eval"
+    """Folder for curves.png, report.md, results.json."""
+    env: str | None = None
+    """Env family to evaluate in (default and only allowed: the model's own)."""
+    env_kwargs: str | None = None
+    """Env parameter overrides as JSON (must keep the model's observation and action spaces)."""
+    num_tasks: int = 256
+    """Held-out tasks rolled out in parallel."""
+    episodes: int = 40
+    """Episodes per task (for bandits one episode is one pull)."""
+    greedy: bool = False
+    """Take the model's most likely action instead of sampling from it."""
+    window: int | None = None
+    """Tokens of context the model sees (default: its training context); older ones slide out."""
+    baselines: str = "source,random,oracle,ucb,thompson"
+    """Agents next to the model (ucb, thompson only for bandits; others: any learner name)."""
+    improvement_k: int | None = None
+    """Episodes averaged at each end for the in-context improvement (default: episodes // 10)."""
+    seed: int = 12345
+    """Seed of the evaluation tasks and environment noise."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+class OracleAgent:
+    """Acts with the env's oracle (the true task is known): the ceiling of every curve."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+
+    def reset(self, n: int, generator: torch.Generator | None = None) -> None:
+        """Nothing to forget."""
+
+    def act(self, obs):
+        """The optimal action in the current state."""
+        return self.env.optimal_action()
+
+    def observe(self, *args) -> None:
+        """Nothing to learn."""
+
+
+def mean_ci(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over axis 0 and the half-width of its 95% normal confidence interval."""
+    n = x.shape[0]
+    sd = x.std(axis=0, ddof=1) if n > 1 else np.zeros(x.shape[1:])
+    return x.mean(axis=0), 1.96 * sd / math.sqrt(n)
+
+
+def eval_tasks(env: Env, meta: dict | None, n: int, seed: int) -> tuple[torch.Tensor, str]:
+    """Held-out tasks: the dataset's held-out task set (finite families) or fresh samples."""
+    if env.spec.num_tasks is not None:
+        if meta and "task_split" in meta:
+            ids = torch.tensor(meta["task_split"]["test"], dtype=torch.long)
+            where = "the dataset's held-out task split"
+        else:
+            ids = env.split(seed, 0.1)[1]
+            where = "a held-out split of the task set (no dataset card)"
+        if len(ids) == 0:
+            raise IclRlError("the held-out task split is empty; regenerate with "
+                             "--heldout-fraction > 0")
+        return env.task_set()[ids[torch.arange(n) % len(ids)]], where
+    g = torch.Generator().manual_seed(seed)
+    return env.sample_tasks(n, g), f"{n} freshly sampled tasks (seed {seed})"
+
+
+def summarize(h: History, env: Env, k: int, oracle_return: float) -> dict:
+    """Per-episode curve, improvement, fraction of oracle, regret for one agent."""
+    returns = h.episode_returns().numpy()  # [N, E]
+    mean, ci = mean_ci(returns)
+    first, last = returns[:, :k].mean(axis=1), returns[:, -k:].mean(axis=1)
+    imp_mean, imp_ci = mean_ci((last - first)[:, None])
+    res = {
+        "episode_return_mean": mean.tolist(),
+        "episode_return_ci95": ci.tolist(),
+        "first_k_return": float(first.mean()),
+        "last_k_return": float(last.mean()),
+        "improvement": float(imp_mean[0]),
+        "improvement_ci95": float(imp_ci[0]),
+        "fraction_of_oracle_last_k": float(last.mean() / oracle_return) if oracle_return else None,
+    }
+    if isinstance(env, Bandit) and h.expected_rewards is not None:
+        best = h.tasks.max(dim=1).values[:, None]  # [N, 1]
+        regret = (best - h.expected_rewards).cumsum(dim=1).numpy()  # [N, T]
+        r_mean, r_ci = mean_ci(regret)
+        res["cumulative_regret_mean"] = r_mean.tolist()
+        res["cumulative_regret_ci95"] = r_ci.tolist()
+        res["final_regret"] = float(r_mean[-1])
+        res["final_regret_ci95"] = float(r_ci[-1])
+    return res
+
+
+def plot(results: dict, path: Path, title: str) -> None:
+    """curves.png: return per episode (and cumulative regret for bandits) with 95% CIs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    agents = results["agents"]
+    bandit = all("cumulative_regret_mean" in a for a in agents.values())
+    fig, axes = plt.subplots(1, 2 if bandit else 1, figsize=(12 if bandit else 7, 4.5),
+                             squeeze=False)
+    ax = axes[0, 0]
+    window = max(1, results["episodes"] // 20) if bandit else 1  # smooth per-pull noise
+    for name, a in agents.items():
+        m, c = np.array(a["episode_return_mean"]), np.array(a["episode_return_ci95"])
+        if window > 1:
+            kernel = np.ones(window) / window
+            m, c = np.convolve(m, kernel, "valid"), np.convolve(c, kernel, "valid")
+        x = np.arange(len(m)) + (window - 1) / 2 + 1
+        ax.plot(x, m, label=name, lw=2.2 if name == "model" else 1.4)
+        ax.fill_between(x, m - c, m + c, alpha=0.2)
+    ax.set_xlabel("episode (pull)" if bandit else "episode")
+    ax.set_ylabel("mean return" + (f" ({window}-pull moving avg)" if window > 1 else ""))
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    if bandit:
+        ax = axes[0, 1]
+        for name, a in agents.items():
+            m, c = np.array(a["cumulative_regret_mean"]), np.array(a["cumulative_regret_ci95"])
+            x = np.arange(1, len(m) + 1)
+            ax.plot(x, m, label=name, lw=2.2 if name == "model" else 1.4)
+            ax.fill_between(x, m - c, m + c, alpha=0.2)
+        ax.set_xlabel("pull")
+        ax.set_ylabel("cumulative regret")
+        ax.set_title("regret (lower is better)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def report(results: dict) -> str:
+    """report.md: what was run and the table."""
+    k = results["improvement_k"]
+    bandit = all("final_regret" in a for a in results["agents"].values())
+    head = (f"| agent | return, first {k} ep. | return, last {k} ep. | in-context improvement "
+            f"(95% CI) | last {k} / oracle |" + (" cumulative regret at horizon (95% CI) |"
+                                                   if bandit else ""))
+    sep = "|---" * (6 if bandit else 5) + "|"
+    rows = []
+    for name, a in results["agents"].items():
+        frac = a["fraction_of_oracle_last_k"]
+        row = (f"| {name} | {a['first_k_return']:.3f} | {a['last_k_return']:.3f} | "
+               f"{a['improvement']:+.3f} ± {a['improvement_ci95']:.3f} | "
+               f"{'' if frac is None else f'{frac:.1%}'} |")
+        if bandit:
+            row += f" {a['final_regret']:.2f} ± {a['final_regret_ci95']:.2f} |"
+        rows.append(row)
+    ratios = ""
+    if bandit and "source" in results["agents"]:
+        m = results["agents"]["model"]["final_regret"]
+        lines = [f"- model / {b}: {m / results['agents'][b]['final_regret']:.2f}x"
+                 for b in results["agents"] if b != "model" and b != "oracle"
+                 and results["agents"][b]["final_regret"] > 0]
+        ratios = "\nRegret of the model relative to each baseline:\n\n" + "\n".join(lines) + "\n"
+    table = "\n".join(rows)
+    return f"""# In-context evaluation
+
+- model: `{results['model']}` (trained for `{results['env']['name']}` {results['env']['params']})
+- source learner: `{results['source_learner']}`
+- tasks: {results['num_tasks']} — {results['tasks_from']}
+- episodes per task: {results['episodes']} (episode length {results['episode_len']});
+  model context window {results['window']} tokens, actions {results['action_selection']}
+
+{head}
+{sep}
+{table}
+{ratios}
+![curves](curves.png)
+
+In-context improvement is the mean return over the last {k} episodes minus the first {k},
+per task, with its 95% confidence interval over tasks. No weights change during evaluation:
+whatever improvement the model shows, it learns in context.
+"""
+
+
+def main(config: EvalConfig) -> dict:
+    """Run the evaluation; returns the results dict (also written to results.json)."""
+    for name in ("num_tasks", "episodes"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise IclRlError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    model = load_model(config.model)
+    mc = model.config
+    if config.env is not None and config.env != mc.env_name:
+        raise IclRlError(f"--env {config.env}: the model {config.model} was trained for "
+                         f"{mc.env_name}; evaluate it there or train a model for {config.env}")
+    env = make_env(mc.env_name, **{**mc.env_params, **parse_kwargs(config.env_kwargs,
+                                                                  "--env-kwargs")})
+    if (env.spec.obs_dim, env.spec.num_actions) != (mc.obs_dim, mc.num_actions):
+        raise IclRlError(f"--env-kwargs change the spaces (obs_dim {env.spec.obs_dim}, "
+                         f"{env.spec.num_actions} actions) from the model's ({mc.obs_dim}, "
+                         f"{mc.num_actions})")
+    training = getattr(mc, "training", None) or {}
+    dataset = config.dataset or training.get("dataset")
+    meta = None
+    if dataset is not None and (Path(dataset).exists() or config.dataset):
+        meta = read_card(dataset)
+        if meta and meta["env"]["name"] != mc.env_name:
+            raise IclRlError(f"{dataset} is {meta['env']['name']} data but the model was trained "
+                             f"for {mc.env_name}")
+    learner = (meta or {}).get("learner") or training.get("learner")
+    tasks, tasks_from = eval_tasks(env, meta, config.num_tasks, config.seed)
+    steps = config.episodes * env.spec.episode_len
+    k = config.improvement_k or max(1, config.episodes // 10)
+    if not 1 <= k <= config.episodes:
+        raise IclRlError(f"--improvement-k must be in [1, {config.episodes}]")
+
+    agents = {"model": ModelAgent(model, greedy=config.greedy, window=config.window)}
+    for b in [b.strip() for b in config.baselines.split(",") if b.strip()]:
+        if b == "oracle":
+            agents["oracle"] = OracleAgent(env)
+        elif b == "source":
+            if learner is None:
+                log.warning("no source learner recorded; skipping the `source` baseline")
+                continue
+            agents["source"] = make_learner(learner["name"], env, **learner["params"])
+        elif b in ("ucb", "thompson") and not isinstance(env, Bandit):
+            continue
+        elif learner is not None and b == learner["name"] and "source" in agents:
+            continue  # the source learner already runs, with its own hyperparameters
+        else:
+            agents[b] = make_learner(b, env)
+
+    results = {"model": str(config.model), "env": {"name": mc.env_name, "params": env.params()},
+               "source_learner": learner, "num_tasks": config.num_tasks,
+               "tasks_from": tasks_from, "episodes": config.episodes,
+               "episode_len": env.spec.episode_len, "window": agents["model"].window,
+               "action_selection": "greedy" if config.greedy else "sampled",
+               "improvement_k": k, "seed": config.seed, "agents": {}}
+    histories = {}
+    bar = tqdm(total=len(agents) * steps, desc="eval", disable=not config.progress,
+               unit="step")
+    for name, agent in agents.items():
+        histories[name] = rollout(env, agent, tasks, steps,
+                                  env_generator=torch.Generator().manual_seed(config.seed + 1),
+                                  agent_generator=torch.Generator().manual_seed(config.seed + 2),
+                                  on_step=lambda _t: bar.update(1))
+    bar.close()
+    env.reset(tasks)  # the oracle's return on exactly these tasks
+    oracle_return = float(env.optimal_episode_return().mean())
+    for name, h in histories.items():
+        results["agents"][name] = summarize(h, env, k, oracle_return)
+    results["oracle_episode_return"] = oracle_return
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+    plot(results, out / "curves.png", f"in context on {mc.env_name}, held-out tasks")
+    atomic_write_text(out / "report.md", report(results))
+    save_config(config, out / "eval_config.json")
+    return results
+
+
+def cli(argv: list[str] | None = None) -> dict:
+    """Parse flags and run."""
+    return main(parse_config(EvalConfig, argv, prog="icl-rl eval"))
+
