@@ -145,13 +145,15 @@ def plot(results: dict, path: Path, title: str) -> None:
                              squeeze=False)
     ax = axes[0, 0]
     window = max(1, results["episodes"] // 20) if bandit else 1  # smooth per-pull noise
+    source = (results.get("source_learner") or {}).get("name")
+    label = {"source": f"source ({source})"} if source else {}
     for name, a in agents.items():
         m, c = np.array(a["episode_return_mean"]), np.array(a["episode_return_ci95"])
         if window > 1:
             kernel = np.ones(window) / window
             m, c = np.convolve(m, kernel, "valid"), np.convolve(c, kernel, "valid")
         x = np.arange(len(m)) + (window - 1) / 2 + 1
-        ax.plot(x, m, label=name, lw=2.2 if name == "model" else 1.4)
+        ax.plot(x, m, label=label.get(name, name), lw=2.2 if name == "model" else 1.4)
         ax.fill_between(x, m - c, m + c, alpha=0.2)
     ax.set_xlabel("episode (pull)" if bandit else "episode")
     ax.set_ylabel("mean return" + (f" ({window}-pull moving avg)" if window > 1 else ""))
@@ -163,7 +165,7 @@ def plot(results: dict, path: Path, title: str) -> None:
         for name, a in agents.items():
             m, c = np.array(a["cumulative_regret_mean"]), np.array(a["cumulative_regret_ci95"])
             x = np.arange(1, len(m) + 1)
-            ax.plot(x, m, label=name, lw=2.2 if name == "model" else 1.4)
+            ax.plot(x, m, label=label.get(name, name), lw=2.2 if name == "model" else 1.4)
             ax.fill_between(x, m - c, m + c, alpha=0.2)
         ax.set_xlabel("pull")
         ax.set_ylabel("cumulative regret")

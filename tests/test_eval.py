@@ -1,0 +1,136 @@
+"""The model as an in-context agent, `icl-rl eval`, and `icl-rl demo`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from data_gen.generate import GenerateConfig
+from data_gen.generate import main as generate
+from eval.demo import DemoConfig
+from eval.demo import main as demo
+from eval.evaluate import EvalConfig
+from eval.evaluate import main as evaluate
+from icl_rl.envs import make_env
+from icl_rl.errors import IclRlError
+from icl_rl.models import ADConfig, ADModel
+from icl_rl.policy import ModelAgent
+from icl_rl.rollout import rollout
+from training.train import TrainConfig
+from training.train import main as train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalrun")
+    data = generate(GenerateConfig(out=str(root / "data"), env="bernoulli_bandit", num_arms=4,
+                                   learner="ucb", num_histories=300, steps=40, shard_size=150,
+                                   heldout_fraction=0.2))
+    run = train(TrainConfig(dataset=str(data), out=str(root / "run"), context=40,
+                            hidden_size=32, num_layers=2, num_heads=2, batch_size=16,
+                            max_steps=60, warmup_steps=5, eval_every=0, save_every=0,
+                            lr=2e-3, progress=False))
+    return data, run["model_dir"]
+
+
+def small_model(window: int) -> ADModel:
+    torch.manual_seed(0)
+    return ADModel(ADConfig(obs_dim=1, num_actions=5, hidden_size=32, num_layers=3,
+                            num_heads=4, max_context=window)).eval()
+
+
+def test_sliding_window_cache_matches_recompute():
+    """Same actions as recomputing the window: exactly before the first eviction, and all but
+    a few after it (cached keys of deeper layers still carry evicted tokens' influence)."""
+    w, steps = 16, 64
+    model = small_model(w)
+    env = make_env("bernoulli_bandit", num_arms=5)
+    tasks = env.sample_tasks(64, torch.Generator().manual_seed(0))
+
+    def run(use_cache):
+        agent = ModelAgent(model, greedy=True, window=w, use_cache=use_cache)
+        logits = []
+        h = rollout(env, agent, tasks, steps, torch.Generator().manual_seed(1),
+                    torch.Generator().manual_seed(2),
+                    on_step=lambda _t: logits.append(agent.last_logits))
+        return h, torch.stack(logits, dim=1)
+
+    (hc, lc), (hf, lf) = run(True), run(False)
+    assert (lc[:, :w] - lf[:, :w]).abs().max() < 1e-4
+    assert torch.equal(hc.actions[:, :w], hf.actions[:, :w])
+    agree = (hc.actions[:, w:] == hf.actions[:, w:]).float().mean()
+    assert agree > 0.9, agree
+
+
+def test_ten_times_the_context_with_flat_memory():
+    w = 16
+    model = small_model(w)
+    env = make_env("bernoulli_bandit", num_arms=5)
+    agent = ModelAgent(model, window=w)
+    sizes = {}
+    h = rollout(env, agent, env.sample_tasks(32, torch.Generator().manual_seed(0)), 10 * w,
+                on_step=lambda t: sizes.setdefault(t, agent.cache_bytes()))
+    assert h.actions.shape == (32, 10 * w)
+    head_dim = 32 // 4
+    full = 2 * 3 * 32 * 4 * w * head_dim * 4  # (k, v) x layers x tasks x heads x window x dim
+    assert sizes[w - 1] == sizes[10 * w - 1] == full
+    assert all(layer.get_seq_length() == w for layer in agent.cache.layers)
+
+
+def test_eval_writes_report_and_beats_random(trained, tmp_path):
+    data, model_dir = trained
+    res = evaluate(EvalConfig(model=model_dir, dataset=str(data), out=str(tmp_path / "ev"),
+                              num_tasks=128, episodes=40, progress=False))
+    assert set(res["agents"]) == {"model", "source", "random", "oracle", "thompson"}
+    for f in ("curves.png", "report.md", "results.json", "eval_config.json"):
+        assert (tmp_path / "ev" / f).stat().st_size > 0
+    a = res["agents"]
+    assert len(a["model"]["episode_return_mean"]) == 40
+    assert len(a["model"]["cumulative_regret_mean"]) == 40
+    assert a["oracle"]["final_regret"] == 0.0
+    assert a["model"]["final_regret"] < a["random"]["final_regret"]
+    assert a["source"]["final_regret"] < a["random"]["final_regret"]
+    report = (tmp_path / "ev/report.md").read_text()
+    assert "| model |" in report and "cumulative regret" in report
+    assert json.loads((tmp_path / "ev/results.json").read_text())["num_tasks"] == 128
+
+
+def test_eval_bad_inputs(trained, tmp_path):
+    data, model_dir = trained
+    with pytest.raises(IclRlError, match="trained for bernoulli_bandit"):
+        evaluate(EvalConfig(model=model_dir, env="gaussian_bandit", out=str(tmp_path / "e")))
+    other = generate(GenerateConfig(out=str(tmp_path / "g"), env="gaussian_bandit", num_arms=4,
+                                    learner="thompson", num_histories=20, steps=10,
+                                    shard_size=20, heldout_fraction=0.5))
+    with pytest.raises(IclRlError, match="gaussian_bandit data but the model"):
+        evaluate(EvalConfig(model=model_dir, dataset=str(other), out=str(tmp_path / "e")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IclRlError, match="no config.json"):
+        evaluate(EvalConfig(model=str(tmp_path / "empty"), out=str(tmp_path / "e")))
+    with pytest.raises(IclRlError, match="--num-tasks must be a positive integer"):
+        evaluate(EvalConfig(model=model_dir, num_tasks=0, out=str(tmp_path / "e")))
+    with pytest.raises(IclRlError, match="change the spaces"):
+        evaluate(EvalConfig(model=model_dir, env_kwargs='{"num_arms": 7}',
+                            out=str(tmp_path / "e")))
+    assert not (tmp_path / "e").exists()
+    r = subprocess.run([sys.executable, "-m", "eval", "--model", model_dir, "--num-tasks", "0"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "icl-rl eval: error: --num-tasks must be a positive integer, got 0"]
+
+
+def test_demo_end_to_end_small(tmp_path):
+    res = demo(DemoConfig(out=str(tmp_path / "demo"), num_histories=200, steps=30,
+                          train_steps=20, batch_size=8, hidden_size=32, num_layers=1,
+                          num_tasks=32))
+    for f in ("report.md", "summary.json", "eval/curves.png", "dataset/README.md",
+              "run/model/config.json"):
+        assert (tmp_path / "demo" / f).exists(), f
+    s = res["summary"]
+    assert s["model_vs_source"] > 0 and s["total_s"] > 0
+    assert "## Demo run" in (tmp_path / "demo/report.md").read_text()
