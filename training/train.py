@@ -369,6 +369,9 @@ def main(config: TrainConfig) -> dict:
             if step >= config.max_steps:
                 break
     bar.close()
+    if val_dl is not None and not any("eval/loss" in m for m in metrics):
+        # resumed from the final checkpoint: still report the held-out loss of what we return
+        record({"step": step, **evaluate(model, val_dl, accelerator, config.eval_batches)})
     with torch.no_grad():  # every rank must hold the same weights; record the evidence
         checksum = torch.stack([p.double().sum() for p in model.parameters()]).sum()
         sums = accelerator.gather(checksum[None].to(accelerator.device)).tolist()
