@@ -6,11 +6,14 @@ import inspect
 
 from icl_rl.envs.bandits import Bandit, BernoulliBandit, GaussianBandit
 from icl_rl.envs.base import Env, EnvSpec
+from icl_rl.envs.gridworld import DarkRoom, DarkRoomHard, GridWorld
 from icl_rl.errors import IclRlError
 
 ENVS: dict[str, type[Env]] = {
     "bernoulli_bandit": BernoulliBandit,
     "gaussian_bandit": GaussianBandit,
+    "dark_room": DarkRoom,
+    "dark_room_hard": DarkRoomHard,
 }
 
 
@@ -37,5 +40,5 @@ def make_env(name: str, **params) -> Env:
     return cls(**params)
 
 
-__all__ = ["ENVS", "Bandit", "Env", "EnvSpec", "BernoulliBandit", "GaussianBandit", "make_env",
-           "env_param_names"]
+__all__ = ["ENVS", "Bandit", "Env", "EnvSpec", "BernoulliBandit", "GaussianBandit", "GridWorld",
+           "DarkRoom", "DarkRoomHard", "make_env", "env_param_names"]

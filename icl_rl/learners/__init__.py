@@ -8,12 +8,15 @@ from icl_rl.envs.base import Env
 from icl_rl.errors import IclRlError
 from icl_rl.learners.bandits import UCB1, EpsilonGreedy, Thompson
 from icl_rl.learners.base import Agent, Learner, RandomAgent
+from icl_rl.learners.tabular import NoiseDistill, QLearning
 
 LEARNERS: dict[str, type[Learner]] = {
     "random": RandomAgent,
     "epsilon_greedy": EpsilonGreedy,
     "ucb": UCB1,
     "thompson": Thompson,
+    "q_learning": QLearning,
+    "noise_distill": NoiseDistill,
 }
 
 
@@ -33,4 +36,4 @@ def make_learner(name: str, env: Env, **params) -> Learner:
 
 
 __all__ = ["Agent", "Learner", "LEARNERS", "make_learner", "RandomAgent", "EpsilonGreedy",
-           "UCB1", "Thompson"]
+           "UCB1", "Thompson", "QLearning", "NoiseDistill"]

@@ -1,0 +1,139 @@
+"""Sequential-task source learners, batched over N tasks: tabular Q-learning and AD^eps's
+noise-annealed oracle (Zisman et al. 2023)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from icl_rl.envs.base import Env
+from icl_rl.errors import IclRlError
+from icl_rl.learners.base import Learner, LearnerParams
+
+
+@dataclass(frozen=True)
+class QLearningParams(LearnerParams):
+    """Tabular Q-learning with epsilon-greedy exploration."""
+
+    lr: float = 0.5
+    """Step size alpha of the TD update."""
+    gamma: float = 0.9
+    """Discount factor."""
+    epsilon: float = 1.0
+    """Exploration probability at the first step."""
+    decay: float = 0.998
+    """Multiplier applied to epsilon after every step."""
+    min_epsilon: float = 0.05
+    """Floor for the decayed epsilon."""
+    init_q: float = 0.0
+    """Initial value of every Q(s, a)."""
+
+
+class QLearning(Learner):
+    """Q[N, S, A] tables updated with one gather/scatter per step.
+
+    No bootstrapping across the end of an episode: with auto-reset the next observation then
+    belongs to the next episode. Draws per step: rand [N, A] (tie-breaking among equal
+    Q-values), rand [N] (explore?), randint [N] (which action).
+    """
+
+    Params = QLearningParams
+    name = "q_learning"
+
+    def __init__(self, env: Env, params: QLearningParams | None = None) -> None:
+        if not hasattr(env, "obs_to_state"):
+            raise IclRlError(f"learner 'q_learning' needs a gridworld (tabular states), not "
+                             f"{env.spec.name!r}; use ucb or thompson for bandits")
+        super().__init__(env, params)
+        p = self.params
+        if not (0 < p.lr <= 1 and 0 <= p.gamma <= 1 and 0 < p.decay <= 1
+                and 0 <= p.min_epsilon <= 1 and 0 <= p.epsilon <= 1):
+            raise IclRlError(f"q_learning: need 0<lr<=1, 0<=gamma<=1, 0<decay<=1, epsilons in "
+                             f"[0, 1]: {p}")
+        self.env = env
+
+    def reset(self, n: int, generator: torch.Generator | None = None) -> None:
+        """Fresh Q-tables."""
+        super().reset(n, generator)
+        self.q = torch.full((n, self.env.num_states, self.spec.num_actions), self.params.init_q)
+        self.rows = torch.arange(n)
+        self.steps = 0
+
+    def epsilon(self) -> float:
+        """The exploration rate at the current step."""
+        p = self.params
+        return max(p.min_epsilon, p.epsilon * p.decay**self.steps)
+
+    def act(self, obs: Tensor) -> Tensor:
+        """Epsilon-greedy on Q(s, .), ties broken at random."""
+        n, a = obs.shape[0], self.spec.num_actions
+        q = self.q[self.rows, self.env.obs_to_state(obs)]  # [N, A]
+        noise = torch.rand(n, a, generator=self.generator)
+        greedy = torch.where(q == q.max(dim=1, keepdim=True).values, noise, -1.0).argmax(dim=1)
+        explore = torch.rand(n, generator=self.generator) < self.epsilon()
+        random_action = torch.randint(0, a, (n,), generator=self.generator)
+        return torch.where(explore, random_action, greedy)
+
+    def observe(self, obs, action, reward, next_obs, done) -> None:
+        """One TD(0) update per task."""
+        s = self.env.obs_to_state(obs)
+        s2 = self.env.obs_to_state(next_obs)
+        bootstrap = self.q[self.rows, s2].max(dim=1).values * (~done).float()
+        target = reward + self.params.gamma * bootstrap
+        current = self.q[self.rows, s, action]
+        self.q[self.rows, s, action] = current + self.params.lr * (target - current)
+        self.steps += 1
+
+
+@dataclass(frozen=True)
+class NoiseDistillParams(LearnerParams):
+    """The noise-annealed oracle of AD^eps: epsilon falls linearly over the history."""
+
+    eps_start: float = 1.0
+    """Probability of a uniformly random action at the first step."""
+    eps_end: float = 0.0
+    """Floor reached after decay_steps."""
+    decay_steps: int = 1000
+    """Steps over which epsilon falls linearly from eps_start to eps_end."""
+
+
+class NoiseDistill(Learner):
+    """Acts like the oracle with probability 1 - eps_t, else uniformly at random.
+
+    Histories improve smoothly from random to optimal at the cost of a rollout, with no
+    learning algorithm to run. Draws per step: rand [N], randint [N].
+    """
+
+    Params = NoiseDistillParams
+    name = "noise_distill"
+
+    def __init__(self, env: Env, params: NoiseDistillParams | None = None) -> None:
+        super().__init__(env, params)
+        p = self.params
+        if not (0 <= p.eps_end <= 1 and 0 <= p.eps_start <= 1 and p.decay_steps >= 1):
+            raise IclRlError(f"noise_distill: need eps in [0, 1] and decay_steps >= 1: {p}")
+        self.env = env
+
+    def reset(self, n: int, generator: torch.Generator | None = None) -> None:
+        """Back to full noise."""
+        super().reset(n, generator)
+        self.steps = 0
+
+    def epsilon(self) -> float:
+        """Noise level at the current step."""
+        p = self.params
+        frac = min(1.0, self.steps / p.decay_steps)
+        return p.eps_start + (p.eps_end - p.eps_start) * frac
+
+    def act(self, obs: Tensor) -> Tensor:
+        """Oracle action, or noise."""
+        n = obs.shape[0]
+        noisy = torch.rand(n, generator=self.generator) < self.epsilon()
+        random_action = torch.randint(0, self.spec.num_actions, (n,), generator=self.generator)
+        return torch.where(noisy, random_action, self.env.optimal_action().to(obs.device))
+
+    def observe(self, obs, action, reward, next_obs, done) -> None:
+        """Only the clock advances."""
+        self.steps += 1
