@@ -212,7 +212,8 @@ def card_meta(config: GenerateConfig, env: Env, learner, jobs: list[ShardJob]) -
         "schema_version": SCHEMA_VERSION,
         "generator_version": __version__,
         "env": {"name": config.env, "params": env.params(),
-                "spec": dataclasses.asdict(env.spec)},
+                # through JSON: tuples become lists, which the card's YAML can hold
+                "spec": json.loads(json.dumps(dataclasses.asdict(env.spec)))},
         "learner": {"name": config.learner, "params": learner.params_dict()},
         "seed": config.seed,
         "steps": config.steps,

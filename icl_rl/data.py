@@ -20,12 +20,14 @@ from icl_rl.rollout import History
 class WindowDataset(Dataset):
     """Every window of `context` steps of every history; item i = (history, start)."""
 
-    def __init__(self, history: History, context: int, num_actions: int) -> None:
+    def __init__(self, history: History, context: int, num_actions: int,
+                 obs_levels: list[int] | None = None) -> None:
         if context < 1:
             raise IclRlError(f"context must be >= 1, got {context}")
         self.h = history
         self.context = context
         self.num_actions = num_actions
+        self.obs_levels = obs_levels
         n, t = history.actions.shape
         self.length = min(context, t)  # steps of real data per window
         self.starts = t - self.length + 1  # windows per history
@@ -52,7 +54,7 @@ class WindowDataset(Dataset):
         prev_r = h.rewards[rows, prev].masked_fill(first, 0.0)
         start = h.dones[rows, prev] | first
         tokens = transition_tokens(h.observations[rows, cols], prev_a, prev_r, start,
-                                   self.num_actions)
+                                   self.num_actions, self.obs_levels)
         actions = h.actions[rows, cols]
         mask = torch.ones_like(actions)
         pad = self.context - self.length

@@ -110,7 +110,7 @@ class ModelAgent:
         """Append this step's token, read the action distribution, choose."""
         obs = obs.to(self.device, torch.float32)
         token = transition_tokens(obs, self.prev_action, self.prev_reward, self.episode_start,
-                                  self.num_actions)[:, None]  # [N, 1, token_dim]
+                                  self.num_actions, self.model.config.obs_levels)[:, None]
         if self.use_cache:
             pos = torch.full((self.n, 1), self.t, device=self.device)
             out = self.model(token, cache=self.cache, use_cache=True, position_ids=pos)

@@ -132,6 +132,7 @@ def build_model(config: TrainConfig, meta: dict) -> ADModel:
         return model
     return ADModel(ADConfig(
         obs_dim=spec["obs_dim"], num_actions=spec["num_actions"], env_name=meta["env"]["name"],
+        obs_levels=spec.get("obs_levels"),
         env_params=meta["env"]["params"], hidden_size=config.hidden_size,
         num_layers=config.num_layers, num_heads=config.num_heads,
         max_context=config.context, dropout=config.dropout,
@@ -278,19 +279,19 @@ def main(config: TrainConfig) -> dict:
     )
     set_seed(config.seed)
     model = build_model(config, train.meta)
-    num_actions = model.config.num_actions
+    num_actions, obs_levels = model.config.num_actions, model.config.obs_levels
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "train_config.json")
         model.config.save_pretrained(out / "model_config")
-    train_dl = DataLoader(WindowDataset(train.history, config.context, num_actions),
+    train_dl = DataLoader(WindowDataset(train.history, config.context, num_actions, obs_levels),
                           batch_size=config.batch_size, shuffle=True, drop_last=True,
                           collate_fn=collate_batch, num_workers=config.num_workers)
     if len(train_dl) == 0:
         raise IclRlError(f"{config.dataset}: fewer windows than --batch-size {config.batch_size}")
     val_dl = None
     if heldout is not None:
-        val_set = WindowDataset(heldout.history, config.context, num_actions)
+        val_set = WindowDataset(heldout.history, config.context, num_actions, obs_levels)
         g = torch.Generator().manual_seed(config.seed + 1)
         n_val = min(len(val_set), config.eval_batches * config.batch_size
                     * accelerator.num_processes)

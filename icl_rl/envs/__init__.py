@@ -7,6 +7,8 @@ import inspect
 from icl_rl.envs.bandits import Bandit, BernoulliBandit, GaussianBandit
 from icl_rl.envs.base import Env, EnvSpec
 from icl_rl.envs.gridworld import DarkRoom, DarkRoomHard, GridWorld
+from icl_rl.envs.key_to_door import DarkKeyToDoor
+from icl_rl.envs.maze import DarkMaze
 from icl_rl.errors import IclRlError
 
 ENVS: dict[str, type[Env]] = {
@@ -14,6 +16,8 @@ ENVS: dict[str, type[Env]] = {
     "gaussian_bandit": GaussianBandit,
     "dark_room": DarkRoom,
     "dark_room_hard": DarkRoomHard,
+    "dark_key_to_door": DarkKeyToDoor,
+    "dark_maze": DarkMaze,
 }
 
 
@@ -41,4 +45,4 @@ def make_env(name: str, **params) -> Env:
 
 
 __all__ = ["ENVS", "Bandit", "Env", "EnvSpec", "BernoulliBandit", "GaussianBandit", "GridWorld",
-           "DarkRoom", "DarkRoomHard", "make_env", "env_param_names"]
+           "DarkRoom", "DarkRoomHard", "DarkKeyToDoor", "DarkMaze", "make_env", "env_param_names"]

@@ -28,6 +28,7 @@ class EnvSpec:
     reward_low: float = float("-inf")
     reward_high: float = float("inf")
     num_tasks: int | None = None  # size of a finite task set; None for continuous families
+    obs_levels: tuple[int, ...] | None = None  # per obs dim: integer levels (0: continuous)
 
 
 class Env:

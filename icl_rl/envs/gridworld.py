@@ -80,7 +80,8 @@ class DarkRoom(GridWorld):
                 f"{self.family}: the farthest goal is {far} steps from the start but episodes "
                 f"last {episode_len}; raise episode_len to >= {far} or shrink size"
             )
-        self.spec = EnvSpec(self.family, 2, 5, episode_len, 2, 0.0, 1.0, num_tasks=size * size)
+        self.spec = EnvSpec(self.family, 2, 5, episode_len, 2, 0.0, 1.0, num_tasks=size * size,
+                            obs_levels=(size, size))
 
     def task_set(self) -> Tensor:
         """Every goal cell [size^2, 2] (as floats, the task parameter dtype)."""

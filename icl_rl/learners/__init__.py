@@ -8,6 +8,7 @@ from icl_rl.envs.base import Env
 from icl_rl.errors import IclRlError
 from icl_rl.learners.bandits import UCB1, EpsilonGreedy, Thompson
 from icl_rl.learners.base import Agent, Learner, RandomAgent
+from icl_rl.learners.ppo import PPO
 from icl_rl.learners.tabular import NoiseDistill, QLearning
 
 LEARNERS: dict[str, type[Learner]] = {
@@ -17,6 +18,7 @@ LEARNERS: dict[str, type[Learner]] = {
     "thompson": Thompson,
     "q_learning": QLearning,
     "noise_distill": NoiseDistill,
+    "ppo": PPO,
 }
 
 
@@ -36,4 +38,4 @@ def make_learner(name: str, env: Env, **params) -> Learner:
 
 
 __all__ = ["Agent", "Learner", "LEARNERS", "make_learner", "RandomAgent", "EpsilonGreedy",
-           "UCB1", "Thompson", "QLearning", "NoiseDistill"]
+           "UCB1", "Thompson", "QLearning", "NoiseDistill", "PPO"]

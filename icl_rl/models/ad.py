@@ -26,6 +26,7 @@ class ADConfig(PreTrainedConfig):
         self,
         obs_dim: int = 1,
         num_actions: int = 2,
+        obs_levels: list[int] | None = None,
         env_name: str = "",
         env_params: dict | None = None,
         hidden_size: int = 128,
@@ -39,6 +40,9 @@ class ADConfig(PreTrainedConfig):
     ) -> None:
         self.obs_dim = obs_dim
         self.num_actions = num_actions
+        # Per observation dimension: number of integer levels to one-hot encode (grid
+        # coordinates, wall bits), or 0 to feed the value as is. None: all as is.
+        self.obs_levels = list(obs_levels) if obs_levels else None
         self.env_name = env_name  # family the model was trained for; eval refuses others
         self.env_params = dict(env_params or {})
         self.hidden_size = hidden_size
@@ -69,13 +73,39 @@ class ADConfig(PreTrainedConfig):
         )
 
     @property
+    def obs_features(self) -> int:
+        """Width of the encoded observation."""
+        if not self.obs_levels:
+            return self.obs_dim
+        return sum(level if level else 1 for level in self.obs_levels)
+
+    @property
     def token_dim(self) -> int:
         """Width of a raw token: obs, one-hot previous action, previous reward, two flags."""
-        return self.obs_dim + self.num_actions + 3
+        return self.obs_features + self.num_actions + 3
+
+
+def encode_obs(obs: Tensor, obs_levels: list[int] | None) -> Tensor:
+    """Observations [..., obs_dim] -> features: one-hot where a dimension has integer levels.
+
+    A grid coordinate as one number forces the network to learn equality of positions from a
+    linear feature; one-hot cells make "same cell as where the reward was" a dot product.
+    """
+    if not obs_levels:
+        return obs
+    parts = []
+    for i, level in enumerate(obs_levels):
+        x = obs[..., i]
+        if level:
+            parts.append(F.one_hot(x.long().clamp(0, level - 1), level).to(obs.dtype))
+        else:
+            parts.append(x[..., None])
+    return torch.cat(parts, dim=-1)
 
 
 def transition_tokens(obs: Tensor, prev_action: Tensor, prev_reward: Tensor,
-                      episode_start: Tensor, num_actions: int) -> Tensor:
+                      episode_start: Tensor, num_actions: int,
+                      obs_levels: list[int] | None = None) -> Tensor:
     """Raw token features [..., token_dim] for o_t and the transition that led to it.
 
     obs [..., obs_dim]; prev_action [...] int64 with -1 at the start of a history (no previous
@@ -84,7 +114,8 @@ def transition_tokens(obs: Tensor, prev_action: Tensor, prev_reward: Tensor,
     has_prev = prev_action >= 0
     one_hot = F.one_hot(prev_action.clamp(min=0), num_actions).to(obs.dtype)
     one_hot = one_hot * has_prev[..., None]
-    return torch.cat([obs, one_hot, prev_reward[..., None].to(obs.dtype),
+    return torch.cat([encode_obs(obs, obs_levels), one_hot,
+                      prev_reward[..., None].to(obs.dtype),
                       episode_start[..., None].to(obs.dtype),
                       (~has_prev)[..., None].to(obs.dtype)], dim=-1)
 

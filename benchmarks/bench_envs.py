@@ -1,0 +1,127 @@
+"""Environment and learner speed at 4,096 tasks, against a per-task Python loop.
+
+`python -m benchmarks.bench_envs [--quick]` prints JSON:
+- env steps/s of every registered env (random actions, env.step only);
+- transitions/s of every compatible (env, learner) rollout (the generate hot path);
+- the same transitions made the way the reference codebases make them, one task at a time in
+  plain Python, for one bandit and one gridworld pair, and the speed-up ratio.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+
+import torch
+
+from benchmarks.common import emit, machine, median_time, peak_rss_mb
+from icl_rl.envs import ENVS, make_env
+from icl_rl.errors import IclRlError
+from icl_rl.learners import LEARNERS, make_learner
+from icl_rl.rollout import rollout
+
+
+def env_steps_per_s(name: str, tasks: int, steps: int, repeats: int) -> float:
+    """env.step throughput with pre-drawn random actions."""
+    env = make_env(name)
+    task = env.sample_tasks(tasks, torch.Generator().manual_seed(0))
+    actions = torch.randint(0, env.spec.num_actions, (steps, tasks))
+
+    def go():
+        env.reset(task, torch.Generator().manual_seed(1))
+        for t in range(steps):
+            env.step(actions[t])
+
+    return tasks * steps / median_time(go, repeats)
+
+
+def learner_transitions_per_s(env_name: str, learner: str, tasks: int, steps: int,
+                              repeats: int) -> float:
+    """rollout throughput (as in generate: oracle labels recorded)."""
+    env = make_env(env_name)
+    agent = make_learner(learner, env)
+    task = env.sample_tasks(tasks, torch.Generator().manual_seed(0))
+    return tasks * steps / median_time(lambda: rollout(env, agent, task, steps), repeats)
+
+
+def reference_ucb(tasks: int, steps: int, arms: int = 5) -> float:
+    """UCB1 on Bernoulli bandits one task at a time in plain Python; transitions/s."""
+    rng = random.Random(0)
+    t0 = time.perf_counter()
+    for _ in range(tasks):
+        means = [rng.random() for _ in range(arms)]
+        counts, sums = [0] * arms, [0.0] * arms
+        for t in range(steps):
+            if 0 in counts:
+                a = counts.index(0)
+            else:
+                scores = [sums[k] / counts[k] + math.sqrt(2 * math.log(t) / counts[k])
+                          for k in range(arms)]
+                a = scores.index(max(scores))
+            r = float(rng.random() < means[a])
+            counts[a] += 1
+            sums[a] += r
+    return tasks * steps / (time.perf_counter() - t0)
+
+
+def reference_q_learning(tasks: int, steps: int, size: int = 9, ep_len: int = 20) -> float:
+    """Tabular Q-learning on Dark Room one task at a time in plain Python; transitions/s."""
+    rng = random.Random(0)
+    moves = [(0, 0), (0, 1), (0, -1), (-1, 0), (1, 0)]
+    t0 = time.perf_counter()
+    for _ in range(tasks):
+        goal = (rng.randrange(size), rng.randrange(size))
+        q = [[0.0] * 5 for _ in range(size * size)]
+        x = y = size // 2
+        eps = 1.0
+        for t in range(steps):
+            s = x * size + y
+            if rng.random() < eps:
+                a = rng.randrange(5)
+            else:
+                a = max(range(5), key=lambda k, s=s: q[s][k])
+            x = min(max(x + moves[a][0], 0), size - 1)
+            y = min(max(y + moves[a][1], 0), size - 1)
+            r = float((x, y) == goal)
+            done = (t + 1) % ep_len == 0
+            s2 = x * size + y
+            target = r + (0.0 if done else 0.9 * max(q[s2]))
+            q[s][a] += 0.5 * (target - q[s][a])
+            if done:
+                x = y = size // 2
+            eps = max(0.05, eps * 0.998)
+    return tasks * steps / (time.perf_counter() - t0)
+
+
+def run(quick: bool = False) -> dict:
+    """All env and learner figures."""
+    tasks, steps, repeats = 4096, (100 if quick else 400), (2 if quick else 5)
+    res = {"benchmark": "envs", "machine": machine(), "tasks": tasks, "env_steps_per_s": {},
+           "learner_transitions_per_s": {}}
+    for name in sorted(ENVS):
+        res["env_steps_per_s"][name] = env_steps_per_s(name, tasks, steps, repeats)
+    for env_name in sorted(ENVS):
+        for learner in sorted(LEARNERS):
+            try:
+                make_learner(learner, make_env(env_name))
+            except IclRlError:
+                continue
+            res["learner_transitions_per_s"][f"{env_name}/{learner}"] = (
+                learner_transitions_per_s(env_name, learner, tasks, steps, repeats))
+    ref_tasks = 8 if quick else 32
+    ucb_ref = reference_ucb(ref_tasks, 500)
+    q_ref = reference_q_learning(ref_tasks, 2000)
+    res["reference_python_loop"] = {
+        "bernoulli_bandit/ucb": {"transitions_per_s": ucb_ref, "speedup": res[
+            "learner_transitions_per_s"]["bernoulli_bandit/ucb"] / ucb_ref},
+        "dark_room/q_learning": {"transitions_per_s": q_ref, "speedup": res[
+            "learner_transitions_per_s"]["dark_room/q_learning"] / q_ref},
+    }
+    res["peak_rss_mb"] = peak_rss_mb()
+    return res
+
+
+if __name__ == "__main__":
+    emit(run(quick="--quick" in sys.argv))

@@ -1,0 +1,114 @@
+"""Dark Room specifics: oracle against brute force, learners that learn, every pair generates."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from data_gen.generate import GenerateConfig
+from data_gen.generate import main as generate
+from icl_rl.dataset import load_histories
+from icl_rl.envs import ENVS, make_env
+from icl_rl.errors import IclRlError
+from icl_rl.learners import LEARNERS, make_learner
+from icl_rl.rollout import rollout
+
+
+def brute_force_return(env, goal: tuple[int, int]) -> float:
+    """Best return over every action sequence of a short episode (plain Python)."""
+    best = 0.0
+    for seq in itertools.product(range(5), repeat=env.episode_len):
+        x, y = env.size // 2, env.size // 2
+        total = 0.0
+        for a in seq:
+            dx, dy = [(0, 0), (0, 1), (0, -1), (-1, 0), (1, 0)][a]
+            x, y = min(max(x + dx, 0), env.size - 1), min(max(y + dy, 0), env.size - 1)
+            total += float((x, y) == goal)
+        best = max(best, total)
+    return best
+
+
+@pytest.mark.parametrize("name", ["dark_room", "dark_room_hard"])
+def test_oracle_is_optimal_against_brute_force(name):
+    env = make_env(name, size=3, episode_len=4)
+    tasks = env.task_set()
+    env.reset(tasks)
+    promised = env.optimal_episode_return()
+    got = torch.zeros(len(tasks))
+    for _ in range(env.episode_len):
+        _, r, _ = env.step(env.optimal_action())
+        got += r
+    assert torch.equal(got, promised)
+    if name == "dark_room":
+        for i, goal in enumerate(tasks.long().tolist()):
+            assert brute_force_return(env, tuple(goal)) == promised[i].item()
+
+
+def test_split_is_disjoint_deterministic_and_covers_all_goals():
+    env = make_env("dark_room")
+    train, test = env.split(seed=3, heldout=0.2)
+    assert len(test) == 16 and len(train) == 65
+    assert set(train.tolist()).isdisjoint(test.tolist())
+    assert sorted(train.tolist() + test.tolist()) == list(range(81))
+    again = env.split(seed=3, heldout=0.2)
+    assert torch.equal(again[0], train) and torch.equal(again[1], test)
+    assert not torch.equal(env.split(seed=4, heldout=0.2)[1], test)
+
+
+def test_generated_split_never_trains_on_heldout_goals(tmp_path):
+    out = generate(GenerateConfig(out=str(tmp_path / "d"), env="dark_room", learner="random",
+                                  num_histories=50, steps=40, shard_size=50,
+                                  heldout_fraction=0.2))
+    train, test = load_histories(out, "train"), load_histories(out, "test")
+    split = train.meta["task_split"]
+    assert set(train.task_ids.tolist()) <= set(split["train"])
+    assert set(test.task_ids.tolist()) <= set(split["test"])
+    goals = make_env("dark_room").task_set()
+    assert torch.equal(train.history.tasks, goals[train.task_ids])
+
+
+@pytest.mark.parametrize("learner", ["q_learning", "noise_distill"])
+def test_learner_improves_on_dark_room(learner):
+    env = make_env("dark_room")
+    tasks = env.sample_tasks(256, torch.Generator().manual_seed(0))
+    kw = {"decay_steps": 600} if learner == "noise_distill" else {}
+    h = rollout(env, make_learner(learner, env, **kw), tasks, 1600,
+                torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
+    returns = h.episode_returns().mean(dim=0)  # [80]
+    env.reset(tasks)
+    oracle = float(env.optimal_episode_return().mean())
+    assert returns[:5].mean() < 0.15 * oracle
+    assert returns[-10:].mean() > 0.6 * oracle
+
+
+def test_impossible_tasks_are_refused():
+    with pytest.raises(IclRlError, match="raise episode_len to >= 8"):
+        make_env("dark_room", size=9, episode_len=7)
+    with pytest.raises(IclRlError, match="size must be an integer >= 2"):
+        make_env("dark_room", size=1)
+    with pytest.raises(IclRlError, match="needs a gridworld"):
+        make_learner("q_learning", make_env("bernoulli_bandit"))
+
+
+def pairs():
+    out = []
+    for env_name in sorted(ENVS):
+        for learner in sorted(LEARNERS):
+            try:
+                make_learner(learner, make_env(env_name))
+            except IclRlError:
+                continue
+            out.append((env_name, learner))
+    return out
+
+
+@pytest.mark.parametrize(("env_name", "learner"), pairs())
+def test_every_pair_generates(env_name, learner, tmp_path):
+    steps = 2 * make_env(env_name).spec.episode_len
+    out = generate(GenerateConfig(out=str(tmp_path / "d"), env=env_name, learner=learner,
+                                  num_histories=12, steps=steps, shard_size=8,
+                                  heldout_fraction=0.25))
+    h = load_histories(out, "train").history
+    assert h.actions.shape == (9, steps)
