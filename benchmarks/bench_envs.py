@@ -18,8 +18,7 @@ import torch
 
 from benchmarks.common import emit, machine, median_time, peak_rss_mb
 from icl_rl.envs import ENVS, make_env
-from icl_rl.errors import IclRlError
-from icl_rl.learners import LEARNERS, make_learner
+from icl_rl.learners import compatible_pairs, make_learner
 from icl_rl.rollout import rollout
 
 
@@ -102,14 +101,9 @@ def run(quick: bool = False) -> dict:
            "learner_transitions_per_s": {}}
     for name in sorted(ENVS):
         res["env_steps_per_s"][name] = env_steps_per_s(name, tasks, steps, repeats)
-    for env_name in sorted(ENVS):
-        for learner in sorted(LEARNERS):
-            try:
-                make_learner(learner, make_env(env_name))
-            except IclRlError:
-                continue
-            res["learner_transitions_per_s"][f"{env_name}/{learner}"] = (
-                learner_transitions_per_s(env_name, learner, tasks, steps, repeats))
+    for env_name, learner in compatible_pairs():
+        res["learner_transitions_per_s"][f"{env_name}/{learner}"] = (
+            learner_transitions_per_s(env_name, learner, tasks, steps, repeats))
     ref_tasks = 8 if quick else 32
     ucb_ref = reference_ucb(ref_tasks, 500)
     q_ref = reference_q_learning(ref_tasks, 2000)

@@ -10,9 +10,9 @@ import torch
 from data_gen.generate import GenerateConfig
 from data_gen.generate import main as generate
 from icl_rl.dataset import load_histories
-from icl_rl.envs import ENVS, make_env
+from icl_rl.envs import make_env
 from icl_rl.errors import IclRlError
-from icl_rl.learners import LEARNERS, make_learner
+from icl_rl.learners import compatible_pairs, make_learner
 from icl_rl.rollout import rollout
 
 
@@ -92,19 +92,7 @@ def test_impossible_tasks_are_refused():
         make_learner("q_learning", make_env("bernoulli_bandit"))
 
 
-def pairs():
-    out = []
-    for env_name in sorted(ENVS):
-        for learner in sorted(LEARNERS):
-            try:
-                make_learner(learner, make_env(env_name))
-            except IclRlError:
-                continue
-            out.append((env_name, learner))
-    return out
-
-
-@pytest.mark.parametrize(("env_name", "learner"), pairs())
+@pytest.mark.parametrize(("env_name", "learner"), compatible_pairs())
 def test_every_pair_generates(env_name, learner, tmp_path):
     steps = 2 * make_env(env_name).spec.episode_len
     out = generate(GenerateConfig(out=str(tmp_path / "d"), env=env_name, learner=learner,

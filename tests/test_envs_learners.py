@@ -7,25 +7,11 @@ import torch
 
 from icl_rl.envs import ENVS, Bandit, make_env
 from icl_rl.errors import IclRlError
-from icl_rl.learners import LEARNERS, make_learner
+from icl_rl.learners import LEARNERS, compatible_pairs, make_learner
 from icl_rl.rollout import rollout
 from tests.reference import reference_bandit_run
 
 BANDIT_LEARNERS = ["random", "epsilon_greedy", "ucb", "thompson"]
-
-
-def compatible_pairs():
-    """Every (env, learner) pair the registries allow."""
-    pairs = []
-    for env_name in sorted(ENVS):
-        env = make_env(env_name)
-        for learner_name in sorted(LEARNERS):
-            try:
-                make_learner(learner_name, env)
-            except IclRlError:
-                continue
-            pairs.append((env_name, learner_name))
-    return pairs
 
 
 PAIRS = compatible_pairs()

@@ -37,5 +37,21 @@ def make_learner(name: str, env: Env, **params) -> Learner:
     return cls(env, cls.Params(**params))
 
 
-__all__ = ["Agent", "Learner", "LEARNERS", "make_learner", "RandomAgent", "EpsilonGreedy",
-           "UCB1", "Thompson", "QLearning", "NoiseDistill", "PPO"]
+def compatible_pairs() -> list[tuple[str, str]]:
+    """Every (env, learner) pair of the registries that can run together, sorted."""
+    from icl_rl.envs import ENVS, make_env
+
+    pairs = []
+    for env_name in sorted(ENVS):
+        env = make_env(env_name)
+        for name in sorted(LEARNERS):
+            try:
+                make_learner(name, env)
+            except IclRlError:
+                continue
+            pairs.append((env_name, name))
+    return pairs
+
+
+__all__ = ["compatible_pairs", "Agent", "Learner", "LEARNERS", "make_learner", "RandomAgent",
+           "EpsilonGreedy", "UCB1", "Thompson", "QLearning", "NoiseDistill", "PPO"]

@@ -11,7 +11,7 @@ from torch import Tensor
 from icl_rl.envs.bandits import Bandit, BernoulliBandit, GaussianBandit
 from icl_rl.envs.base import Env
 from icl_rl.errors import IclRlError
-from icl_rl.learners.base import Learner, LearnerParams
+from icl_rl.learners.base import Learner, LearnerParams, decayed_epsilon
 
 
 class BanditLearner(Learner):
@@ -74,17 +74,11 @@ class EpsilonGreedy(BanditLearner):
         if not (0 <= p.min_epsilon <= 1 and 0 <= p.epsilon <= 1 and 0 < p.decay <= 1):
             raise IclRlError(f"epsilon_greedy: need 0<=epsilon,min_epsilon<=1, 0<decay<=1: {p}")
 
-    def epsilon(self) -> float:
-        """The exploration rate at the current step."""
-        p = self.params
-        return max(p.min_epsilon, p.epsilon * p.decay**self.steps)
-
     def act(self, obs: Tensor) -> Tensor:
         """Explore with probability epsilon_t, else exploit."""
-        n = obs.shape[0]
-        explore = torch.rand(n, generator=self.generator) < self.epsilon()
-        random_arm = torch.randint(0, self.spec.num_actions, (n,), generator=self.generator)
-        return torch.where(explore, random_arm, self.means().argmax(dim=1))
+        p = self.params
+        eps = decayed_epsilon(p.epsilon, p.decay, p.min_epsilon, self.steps)
+        return self.explore(self.means().argmax(dim=1), eps)
 
 
 @dataclass(frozen=True)

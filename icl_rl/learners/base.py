@@ -53,9 +53,24 @@ class Learner:
         self.n = n
         self.generator = generator if generator is not None else torch.Generator()
 
+    def explore(self, greedy: Tensor, epsilon: float) -> Tensor:
+        """`greedy` [N], replaced by a uniform action with probability epsilon.
+
+        Draws: rand [N] (explore?) then randint [N] (which action).
+        """
+        n = greedy.shape[0]
+        coin = torch.rand(n, generator=self.generator) < epsilon
+        random_action = torch.randint(0, self.spec.num_actions, (n,), generator=self.generator)
+        return torch.where(coin, random_action, greedy.to(random_action.device))
+
     def params_dict(self) -> dict:
         """Hyperparameters as a plain dict (for dataset cards)."""
         return asdict(self.params)
+
+
+def decayed_epsilon(epsilon: float, decay: float, floor: float, steps: int) -> float:
+    """epsilon * decay^steps, never below `floor`."""
+    return max(floor, epsilon * decay**steps)
 
 
 class RandomAgent(Learner):

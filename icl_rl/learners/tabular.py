@@ -10,7 +10,7 @@ from torch import Tensor
 
 from icl_rl.envs.base import Env
 from icl_rl.errors import IclRlError
-from icl_rl.learners.base import Learner, LearnerParams
+from icl_rl.learners.base import Learner, LearnerParams, decayed_epsilon
 
 
 @dataclass(frozen=True)
@@ -61,20 +61,14 @@ class QLearning(Learner):
         self.rows = torch.arange(n)
         self.steps = 0
 
-    def epsilon(self) -> float:
-        """The exploration rate at the current step."""
-        p = self.params
-        return max(p.min_epsilon, p.epsilon * p.decay**self.steps)
-
     def act(self, obs: Tensor) -> Tensor:
         """Epsilon-greedy on Q(s, .), ties broken at random."""
-        n, a = obs.shape[0], self.spec.num_actions
+        p = self.params
         q = self.q[self.rows, self.env.obs_to_state(obs)]  # [N, A]
-        noise = torch.rand(n, a, generator=self.generator)
+        noise = torch.rand(q.shape, generator=self.generator)
         greedy = torch.where(q == q.max(dim=1, keepdim=True).values, noise, -1.0).argmax(dim=1)
-        explore = torch.rand(n, generator=self.generator) < self.epsilon()
-        random_action = torch.randint(0, a, (n,), generator=self.generator)
-        return torch.where(explore, random_action, greedy)
+        return self.explore(greedy, decayed_epsilon(p.epsilon, p.decay, p.min_epsilon,
+                                                    self.steps))
 
     def observe(self, obs, action, reward, next_obs, done) -> None:
         """One TD(0) update per task."""
@@ -129,10 +123,7 @@ class NoiseDistill(Learner):
 
     def act(self, obs: Tensor) -> Tensor:
         """Oracle action, or noise."""
-        n = obs.shape[0]
-        noisy = torch.rand(n, generator=self.generator) < self.epsilon()
-        random_action = torch.randint(0, self.spec.num_actions, (n,), generator=self.generator)
-        return torch.where(noisy, random_action, self.env.optimal_action().to(obs.device))
+        return self.explore(self.env.optimal_action(), self.epsilon())
 
     def observe(self, obs, action, reward, next_obs, done) -> None:
         """Only the clock advances."""
