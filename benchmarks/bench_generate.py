@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -45,7 +46,7 @@ def bench_generate(env_name: str, learner: str, tasks: int, steps: int, repeats:
         out = Path(tempfile.mkdtemp()) / "ds"
         cfg = GenerateConfig(out=str(out), env=env_name, learner=learner, num_histories=tasks,
                              steps=steps, heldout_fraction=0.0, shard_size=tasks, seed=r,
-                             env_kwargs=None, **env_kw)
+                             env_kwargs=json.dumps(env_kw))
         t0 = time.perf_counter()
         generate(cfg)
         if r:  # the first run warms up imports and caches
@@ -61,9 +62,12 @@ def run(quick: bool = False) -> dict:
     """All generation figures."""
     tasks, steps, repeats = 4096, (200 if quick else 500), (2 if quick else 5)
     res = {"benchmark": "generate", "machine": machine(), "rollout": [], "generate": []}
-    for learner in ("ucb", "thompson"):
-        r = bench_rollout("bernoulli_bandit", learner, tasks, steps, repeats, num_arms=5)
-        g = bench_generate("bernoulli_bandit", learner, tasks, steps, repeats, num_arms=5)
+    pairs = [("bernoulli_bandit", "ucb", {"num_arms": 5}),
+             ("bernoulli_bandit", "thompson", {"num_arms": 5}),
+             ("dark_room", "q_learning", {}), ("dark_room", "noise_distill", {})]
+    for env_name, learner, kw in pairs:
+        r = bench_rollout(env_name, learner, tasks, steps, repeats, **kw)
+        g = bench_generate(env_name, learner, tasks, steps, repeats, **kw)
         g["vs_rollout_time"] = g["seconds"] / r["seconds"]
         res["rollout"].append(r)
         res["generate"].append(g)

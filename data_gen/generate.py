@@ -47,9 +47,11 @@ class GenerateConfig:
     out: str = "runs/dataset"
     """Output folder (created; must be empty or hold an unfinished run of the same config)."""
     env: str = "bernoulli_bandit"
-    """Environment family (see `icl-rl envs`): bernoulli_bandit, gaussian_bandit, ..."""
+    """Environment family: bernoulli_bandit, gaussian_bandit, dark_room, dark_room_hard,
+    dark_key_to_door, dark_maze."""
     learner: str = "ucb"
-    """Source learner whose learning is recorded: random, epsilon_greedy, ucb, thompson, ..."""
+    """Source learner whose learning is recorded: random, epsilon_greedy, ucb, thompson
+    (bandits); q_learning, ppo, noise_distill, posterior_sampling (gridworlds)."""
     num_histories: int = 10000
     """Histories in all, train and held-out together."""
     steps: int = 500
@@ -67,6 +69,10 @@ class GenerateConfig:
     """Bandits: number of arms (env default if unset)."""
     noise_std: float | None = None
     """Gaussian bandit: reward noise std (env default if unset)."""
+    size: int | None = None
+    """Gridworlds: side of the grid (env default if unset)."""
+    episode_len: int | None = None
+    """Gridworlds: steps per episode (env default if unset)."""
     env_kwargs: str | None = None
     """Other env parameters as a JSON object, e.g. '{"num_arms": 10}'."""
     learner_kwargs: str | None = None
@@ -77,7 +83,7 @@ class GenerateConfig:
     def env_params(self) -> dict:
         """Env constructor arguments from the flat flags and --env-kwargs."""
         params = parse_kwargs(self.env_kwargs, "--env-kwargs")
-        for name in ("num_arms", "noise_std"):
+        for name in ("num_arms", "noise_std", "size", "episode_len"):
             if getattr(self, name) is not None:
                 params[name] = getattr(self, name)
         return params

@@ -8,6 +8,7 @@ from icl_rl.envs.base import Env
 from icl_rl.errors import IclRlError
 from icl_rl.learners.bandits import UCB1, EpsilonGreedy, Thompson
 from icl_rl.learners.base import Agent, Learner, RandomAgent
+from icl_rl.learners.posterior import GoalPosteriorSampling
 from icl_rl.learners.ppo import PPO
 from icl_rl.learners.tabular import NoiseDistill, QLearning
 
@@ -18,6 +19,7 @@ LEARNERS: dict[str, type[Learner]] = {
     "thompson": Thompson,
     "q_learning": QLearning,
     "noise_distill": NoiseDistill,
+    "posterior_sampling": GoalPosteriorSampling,
     "ppo": PPO,
 }
 
@@ -54,4 +56,5 @@ def compatible_pairs() -> list[tuple[str, str]]:
 
 
 __all__ = ["compatible_pairs", "Agent", "Learner", "LEARNERS", "make_learner", "RandomAgent",
-           "EpsilonGreedy", "UCB1", "Thompson", "QLearning", "NoiseDistill", "PPO"]
+           "EpsilonGreedy", "UCB1", "Thompson", "QLearning", "NoiseDistill", "PPO",
+           "GoalPosteriorSampling"]
