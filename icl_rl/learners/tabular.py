@@ -58,26 +58,34 @@ class QLearning(Learner):
         """Fresh Q-tables."""
         super().reset(n, generator)
         self.q = torch.full((n, self.env.num_states, self.spec.num_actions), self.params.init_q)
-        self.rows = torch.arange(n)
+        # Q as [N * S, A] rows: one index_select per lookup instead of 2-D advanced indexing.
+        self.q_rows = self.q.view(-1, self.spec.num_actions)
+        self.row_base = torch.arange(n) * self.env.num_states
         self.steps = 0
+        self._last = (None, None)  # (obs, its Q-row index) from act, reused by observe
 
     def act(self, obs: Tensor) -> Tensor:
         """Epsilon-greedy on Q(s, .), ties broken at random."""
         p = self.params
-        q = self.q[self.rows, self.env.obs_to_state(obs)]  # [N, A]
+        row = self.row_base + self.env.obs_to_state(obs)  # [N] rows of q_rows
+        self._last = (obs, row)
+        q = self.q_rows.index_select(0, row)  # [N, A]
         noise = torch.rand(q.shape, generator=self.generator)
-        greedy = torch.where(q == q.max(dim=1, keepdim=True).values, noise, -1.0).argmax(dim=1)
+        # max(dim).indices: about 2x faster than argmax on [N, 5] on CPU
+        greedy = torch.where(q == q.amax(dim=1, keepdim=True), noise, -1.0).max(dim=1).indices
         return self.explore(greedy, decayed_epsilon(p.epsilon, p.decay, p.min_epsilon,
                                                     self.steps))
 
     def observe(self, obs, action, reward, next_obs, done) -> None:
         """One TD(0) update per task."""
-        s = self.env.obs_to_state(obs)
-        s2 = self.env.obs_to_state(next_obs)
-        bootstrap = self.q[self.rows, s2].max(dim=1).values * (~done).float()
+        row = self._last[1] if self._last[0] is obs else self.row_base + self.env.obs_to_state(obs)
+        row2 = self.row_base + self.env.obs_to_state(next_obs)
+        bootstrap = self.q_rows.index_select(0, row2).max(dim=1).values * (~done).float()
         target = reward + self.params.gamma * bootstrap
-        current = self.q[self.rows, s, action]
-        self.q[self.rows, s, action] = current + self.params.lr * (target - current)
+        flat = row * self.spec.num_actions + action  # [N] entries of Q
+        q_flat = self.q.view(-1)
+        current = q_flat[flat]
+        q_flat[flat] = current + self.params.lr * (target - current)
         self.steps += 1
 
 
