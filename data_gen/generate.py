@@ -26,7 +26,10 @@ from icl_rl.config import parse_config, parse_kwargs
 from icl_rl.dataset import (
     SCHEMA_VERSION,
     atomic_write_text,
+    content_hash,
+    file_hashes,
     history_table,
+    remove_stale_temporaries,
     shard_path,
     write_card,
     write_shard,
@@ -251,7 +254,8 @@ last {env['spec']['episode_len']} step(s); `dones` marks the last step of each.
 |---|---|---|
 {rows}
 
-The `test` split is held out: its tasks are never used for training.
+The `test` split is held out: its tasks are never used for training. Content hash (sha256 of
+the shards' hashes): `{meta['content_hash']}`; `icl-rl verify FOLDER` checks it.
 
 ## Schema (version {meta['schema_version']})
 
@@ -283,6 +287,9 @@ def main(config: GenerateConfig) -> Path:
     if _prepare_folder(config):
         log.info("%s already holds this complete dataset; nothing to do", out)
         return out
+    # A killed run may have left half-written temporaries (never a half-written shard).
+    if remove_stale_temporaries(out) + remove_stale_temporaries(out / "data"):
+        log.info("removed temporary files of an interrupted run in %s", out)
     jobs = plan(config)
     todo = [j for j in jobs if not (out / shard_path(j.split, j.index, j.count)).exists()]
     if len(todo) < len(jobs):
@@ -302,6 +309,8 @@ def main(config: GenerateConfig) -> Path:
                 bar.update(futures[fut].size)
     bar.close()
     meta = card_meta(config, env, learner, jobs)
+    meta["files"] = file_hashes(out)  # `icl-rl verify` checks the bytes against these
+    meta["content_hash"] = content_hash(meta["files"])
     write_card(out, meta, card_body(meta))
     return out
 

@@ -10,6 +10,7 @@ from icl_rl.errors import IclRlError
 
 COMMANDS = {
     "generate": ("data_gen.generate", "roll out a source learner on many tasks -> HF dataset"),
+    "verify": ("data_gen.verify", "check a dataset's bytes against its card's hashes"),
     "train": ("training.train", "train an AD transformer on a dataset (accelerate)"),
     "eval": ("eval.evaluate", "evaluate a trained model in context on held-out tasks"),
     "demo": ("eval.demo", "generate -> train -> evaluate on a small bandit default (minutes)"),

@@ -80,6 +80,14 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary files an interrupted atomic write left in `folder` (not below)."""
+    stale = [p for p in folder.glob(".*.tmp") if p.is_file()] if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def write_shard(table: pa.Table, path: Path) -> None:
     """Write one parquet shard atomically."""
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="snappy"))
@@ -88,6 +96,54 @@ def write_shard(table: pa.Table, path: Path) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file atomically."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every parquet shard under folder/data, by relative path."""
+    import hashlib
+
+    out = {}
+    for p in sorted((folder / "data").glob("*.parquet")):
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        out[p.relative_to(folder).as_posix()] = h.hexdigest()
+    return out
+
+
+def content_hash(hashes: dict[str, str]) -> str:
+    """One sha256 over the per-file hashes (sorted by path)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
+
+
+def verify(folder: str | Path) -> dict:
+    """Check a dataset folder against the hashes in its card, then validate every split.
+
+    Raises IclRlError naming the first file that is missing, extra or changed.
+    """
+    folder = Path(folder)
+    meta = read_card(folder)
+    want = meta.get("files")
+    if not isinstance(want, dict):
+        raise IclRlError(f"{folder}/README.md: the card records no file hashes (made before "
+                         "icl-rl 0.1.0?); regenerate the dataset to be able to verify it")
+    have = file_hashes(folder)
+    for path in sorted(set(want) | set(have)):
+        if path not in have:
+            raise IclRlError(f"{folder}/{path}: missing (listed in the card); regenerate it")
+        if path not in want:
+            raise IclRlError(f"{folder}/{path}: not listed in the card; remove it")
+        if have[path] != want[path]:
+            raise IclRlError(f"{folder}/{path}: content differs from the card's sha256 "
+                             f"({have[path][:12]}... vs {want[path][:12]}...); regenerate it")
+    if content_hash(have) != meta.get("content_hash"):
+        raise IclRlError(f"{folder}/README.md: content_hash does not match the file hashes")
+    rows = {split: load_histories(folder, split).history.num_histories
+            for split in meta.get("splits", {})}
+    return {"files": len(have), "content_hash": meta["content_hash"], "histories": rows}
 
 
 # -- the dataset card ------------------------------------------------------------------------
@@ -122,6 +178,8 @@ def read_card_text(text: str, where: str) -> dict:
         header = yaml.safe_load(text.split("---", 2)[1]) or {}
     except yaml.YAMLError as e:
         raise IclRlError(f"{where}: the YAML header does not parse ({e})") from None
+    if not isinstance(header, dict):
+        raise IclRlError(f"{where}: the YAML header is not a mapping of keys to values")
     meta = header.get(CARD_KEY)
     if not isinstance(meta, dict):
         raise IclRlError(
@@ -204,6 +262,16 @@ def _load_arrow(source: str | Path, split: str) -> pa.Table:
         raise IclRlError(f"{source} [{split}]: shards disagree on the schema ({e})") from None
 
 
+# The innermost value type each column must have, and how deeply it is nested in lists.
+_TYPES = {"observations": (pa.types.is_floating, 2, "float"),
+          "actions": (pa.types.is_integer, 1, "int"),
+          "rewards": (pa.types.is_floating, 1, "float"),
+          "dones": (pa.types.is_boolean, 1, "bool"),
+          "optimal_actions": (pa.types.is_integer, 1, "int"),
+          "task": (pa.types.is_floating, 1, "float"),
+          "task_id": (pa.types.is_integer, 0, "int")}
+
+
 def _column(table: pa.Table, name: str, where: str) -> pa.Array:
     if name not in table.column_names:
         raise IclRlError(
@@ -211,6 +279,17 @@ def _column(table: pa.Table, name: str, where: str) -> pa.Array:
             "regenerate with `icl-rl generate`"
         )
     col = table.column(name)
+    check, depth, what = _TYPES[name]
+    t = col.type
+    for _ in range(depth):
+        if not (pa.types.is_list(t) or pa.types.is_large_list(t)
+                or pa.types.is_fixed_size_list(t)):
+            t = None
+            break
+        t = t.value_type
+    if t is None or not check(t):
+        raise IclRlError(f"{where}: column {name!r} has type {col.type}, expected "
+                         f"{'list of ' * depth}{what}; regenerate with `icl-rl generate`")
     return pa.concat_arrays(col.chunks) if col.num_chunks != 1 else col.chunk(0)
 
 
@@ -266,6 +345,7 @@ def load_histories(source: str | Path, split: str = "train") -> Histories:
         opt = torch.from_numpy(o.astype(np.int64)).reshape(n, t)
     task_ids = (torch.from_numpy(_column(table, "task_id", where).to_numpy().astype(np.int64))
                 if "task_id" in table.column_names else torch.arange(n))
+    check_task_split(meta, split, task_ids, where)
     history = History(
         observations=torch.from_numpy(obs.astype(np.float32)).reshape(n, t, obs_dim),
         actions=torch.from_numpy(acts.astype(np.int64)).reshape(n, t),
@@ -277,8 +357,18 @@ def load_histories(source: str | Path, split: str = "train") -> Histories:
     return Histories(history, task_ids, meta, str(source))
 
 
-def config_json(config) -> str:
-    """Canonical JSON of a config dataclass (sorted keys), for identity checks and saving."""
-    import dataclasses
-
-    return json.dumps(dataclasses.asdict(config), sort_keys=True, indent=2)
+def check_task_split(meta: dict, split: str, task_ids: Tensor, where: str) -> None:
+    """A finite family's split must be disjoint and every row's task must belong to its split."""
+    ts = meta.get("task_split")
+    if not ts:
+        return
+    train, test = set(ts.get("train", [])), set(ts.get("test", []))
+    overlap = sorted(train & test)
+    if overlap:
+        raise IclRlError(f"{where}: the card's task_split puts task(s) {overlap[:5]} in both "
+                         "train and test; held-out tasks must never be trained on — regenerate")
+    allowed = train if split == "train" else test if split == "test" else train | test
+    bad = [i for i, t in enumerate(task_ids.tolist()) if t not in allowed]
+    if bad:
+        raise IclRlError(f"{where}: row {bad[0]} has task_id {int(task_ids[bad[0]])}, which the "
+                         f"card's task_split does not list under {split!r}; regenerate")

@@ -282,6 +282,9 @@ def main(config: TrainConfig) -> dict:
     num_actions, obs_levels = model.config.num_actions, model.config.obs_levels
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        # a run killed while saving leaves .tmp-* folders; they never count as checkpoints
+        for stale in [*(out / "checkpoints").glob(".tmp-*"), *out.glob(".tmp-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
         save_config(config, out / "train_config.json")
         model.config.save_pretrained(out / "model_config")
     train_dl = DataLoader(WindowDataset(train.history, config.context, num_actions, obs_levels),

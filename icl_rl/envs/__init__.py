@@ -41,7 +41,12 @@ def make_env(name: str, **params) -> Env:
         raise IclRlError(
             f"env {name!r} does not take {', '.join(extra)}; it takes: {', '.join(allowed)}"
         )
-    return cls(**params)
+    try:
+        return cls(**params)
+    except IclRlError:
+        raise
+    except (TypeError, ValueError) as e:  # e.g. a string where a number belongs
+        raise IclRlError(f"env {name!r}: bad parameter value in {params}: {e}") from None
 
 
 __all__ = ["ENVS", "Bandit", "Env", "EnvSpec", "BernoulliBandit", "GaussianBandit", "GridWorld",

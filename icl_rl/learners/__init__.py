@@ -36,7 +36,13 @@ def make_learner(name: str, env: Env, **params) -> Learner:
             f"learner {name!r} does not take {', '.join(extra)}; "
             f"it takes: {', '.join(fields) or 'no parameters'}"
         )
-    return cls(env, cls.Params(**params))
+    try:
+        return cls(env, cls.Params(**params))
+    except IclRlError:
+        raise
+    except (TypeError, ValueError) as e:  # e.g. a string where a number belongs
+        raise IclRlError(f"learner {name!r}: bad hyperparameter value in {params}: {e}") \
+            from None
 
 
 def compatible_pairs() -> list[tuple[str, str]]:
