@@ -197,9 +197,10 @@ def _prepare_folder(config: GenerateConfig) -> bool:
         except json.JSONDecodeError:
             raise IclRlError(f"{stamp} is corrupt; remove the folder {out} and regenerate") \
                 from None
-        if old != config.identity():
-            diff = sorted(k for k in set(old) | set(config.identity())
-                          if old.get(k) != config.identity().get(k))
+        new = config.identity()
+        # a field added in a later version (absent from an old stamp) counts as its default
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if diff:
             raise IclRlError(
                 f"--out {out} already holds a different dataset (differs in: {', '.join(diff)});"
                 " choose a new --out or remove it (nothing was overwritten)"

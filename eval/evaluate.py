@@ -26,6 +26,7 @@ from icl_rl.envs.bandits import Bandit
 from icl_rl.errors import IclRlError
 from icl_rl.learners import make_learner
 from icl_rl.policy import ModelAgent
+from icl_rl.rng import TaskGenerators
 from icl_rl.rollout import History, rollout
 from training.train import load_model
 
@@ -48,7 +49,10 @@ class EvalConfig:
     env_kwargs: str | None = None
     """Env parameter overrides as JSON (must keep the model's observation and action spaces)."""
     num_tasks: int = 256
-    """Held-out tasks rolled out in parallel."""
+    """Held-out tasks evaluated."""
+    batch_size: int | None = None
+    """Tasks rolled out at once (default: all). Only memory and speed change with it: every
+    task has its own random streams, so the numbers are the same for any batch size."""
     episodes: int = 40
     """Episodes per task (for bandits one episode is one pull)."""
     greedy: bool = False
@@ -226,6 +230,9 @@ whatever improvement the model shows, it learns in context.
 
 def main(config: EvalConfig) -> dict:
     """Run the evaluation; returns the results dict (also written to results.json)."""
+    if config.batch_size is not None and (not isinstance(config.batch_size, int)
+                                          or config.batch_size < 1):
+        raise IclRlError(f"--batch-size must be a positive integer, got {config.batch_size}")
     for name in ("num_tasks", "episodes"):
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:
@@ -279,13 +286,22 @@ def main(config: EvalConfig) -> dict:
                "action_selection": "greedy" if config.greedy else "sampled",
                "improvement_k": k, "seed": config.seed, "agents": {}}
     histories = {}
-    bar = tqdm(total=len(agents) * steps, desc="eval", disable=not config.progress,
-               unit="step")
+    batch = config.batch_size or config.num_tasks
+    chunks = [range(s, min(s + batch, config.num_tasks)) for s in range(0, config.num_tasks,
+                                                                        batch)]
+    bar = tqdm(total=len(agents) * steps * len(chunks), desc="eval",
+               disable=not config.progress, unit="step")
     for name, agent in agents.items():
-        histories[name] = rollout(env, agent, tasks, steps,
-                                  env_generator=torch.Generator().manual_seed(config.seed + 1),
-                                  agent_generator=torch.Generator().manual_seed(config.seed + 2),
-                                  on_step=lambda _t: bar.update(1))
+        parts = []
+        for idx in chunks:
+            # One random stream per task (env noise; agent sampling), seeded by the task's
+            # index: the numbers do not depend on --batch-size. Every agent sees the same env
+            # stream for a task (common random numbers).
+            parts.append(rollout(env, agent, tasks[idx.start:idx.stop], steps,
+                                 env_generator=TaskGenerators.for_tasks(config.seed, 1, idx),
+                                 agent_generator=TaskGenerators.for_tasks(config.seed, 2, idx),
+                                 on_step=lambda _t: bar.update(1)))
+        histories[name] = History.cat(parts)
     bar.close()
     env.reset(tasks)  # the oracle's return on exactly these tasks
     oracle_return = float(env.optimal_episode_return().mean())

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from icl_rl import rng
 from icl_rl.errors import IclRlError
 from icl_rl.models.ad import ADModel, transition_tokens
 
@@ -123,7 +124,7 @@ class ModelAgent:
         if self.greedy:
             return logits.argmax(dim=-1)
         probs = torch.softmax(logits / self.temperature, dim=-1)
-        return torch.multinomial(probs.cpu(), 1, generator=self.generator)[:, 0].to(self.device)
+        return rng.categorical(self.generator, probs.cpu()).to(self.device)
 
     def observe(self, obs, action, reward, next_obs, done) -> None:
         """Remember the transition: it goes into the next token."""

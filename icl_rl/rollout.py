@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +36,16 @@ class History:
     def num_steps(self) -> int:
         """T."""
         return self.actions.shape[1]
+
+    @staticmethod
+    def cat(parts: list[History]) -> History:
+        """Histories of disjoint task batches, stacked along the task dimension."""
+
+        def join(name):
+            values = [getattr(p, name) for p in parts]
+            return None if values[0] is None else torch.cat(values)
+
+        return History(*(join(f.name) for f in dataclasses.fields(History)))
 
     def episode_returns(self) -> Tensor:
         """Return of every complete episode [N, E] (histories run in lockstep)."""

@@ -134,3 +134,16 @@ def test_demo_end_to_end_small(tmp_path):
     s = res["summary"]
     assert s["model_vs_source"] > 0 and s["total_s"] > 0
     assert "## Demo run" in (tmp_path / "demo/report.md").read_text()
+
+
+def test_eval_numbers_do_not_depend_on_batch_size(trained, tmp_path):
+    data, model_dir = trained
+
+    def run(batch):
+        return evaluate(EvalConfig(model=model_dir, dataset=str(data), num_tasks=60,
+                                   episodes=25, batch_size=batch, progress=False,
+                                   out=str(tmp_path / f"b{batch}")))["agents"]
+
+    full, small, odd = run(None), run(16), run(7)
+    assert full == small == odd  # every curve, CI and regret, bit for bit
+    assert full["model"]["final_regret"] != full["random"]["final_regret"]

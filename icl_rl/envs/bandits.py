@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from icl_rl import rng
 from icl_rl.envs.base import Env, EnvSpec
 from icl_rl.errors import IclRlError
 
@@ -56,7 +57,7 @@ class BernoulliBandit(Bandit):
 
     def step_env(self, action: Tensor) -> tuple[Tensor, Tensor]:
         """Pull: one uniform draw [N] per step decides every task's Bernoulli outcome."""
-        u = torch.rand(self.tasks.shape[0], generator=self.generator, device=self.tasks.device)
+        u = rng.rand(self.generator, (self.tasks.shape[0],), device=self.tasks.device)
         reward = (u < self.expected_reward(action)).float()
         return self.reset_env(), reward
 
@@ -79,7 +80,7 @@ class GaussianBandit(Bandit):
 
     def step_env(self, action: Tensor) -> tuple[Tensor, Tensor]:
         """Pull: one standard normal draw [N] per step."""
-        z = torch.randn(self.tasks.shape[0], generator=self.generator, device=self.tasks.device)
+        z = rng.randn(self.generator, (self.tasks.shape[0],), device=self.tasks.device)
         return self.reset_env(), self.expected_reward(action) + self.noise_std * z
 
     def params(self) -> dict:

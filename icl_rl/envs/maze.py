@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from icl_rl import rng
 from icl_rl.envs.base import EnvSpec
 from icl_rl.envs.gridworld import DOWN, LEFT, MOVES, RIGHT, STAY, UP, GridWorld
 from icl_rl.errors import IclRlError
@@ -144,8 +145,8 @@ class DarkMaze(GridWorld):
         """A uniformly random start cell (it may be the goal)."""
         if self.blocked is None:
             self.decode()
-        start = torch.randint(0, self.num_states, (self.tasks.shape[0],),
-                              generator=self.generator, device=self.tasks.device)
+        start = rng.randint(self.generator, self.num_states, (self.tasks.shape[0],),
+                            device=self.tasks.device)
         self.pos = self.grid[start]
         return self.observe()
 

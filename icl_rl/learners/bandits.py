@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from icl_rl import rng
 from icl_rl.envs.bandits import Bandit, BernoulliBandit, GaussianBandit
 from icl_rl.envs.base import Env
 from icl_rl.errors import IclRlError
@@ -144,13 +145,12 @@ class Thompson(BanditLearner):
         """One draw of every arm's mean from its posterior [N, K]."""
         p = self.params
         if self.bernoulli:
-            x = torch._standard_gamma(p.prior_alpha + self.sums, generator=self.generator)
-            y = torch._standard_gamma(p.prior_beta + self.counts - self.sums,
-                                      generator=self.generator)
+            x = rng.standard_gamma(self.generator, p.prior_alpha + self.sums)
+            y = rng.standard_gamma(self.generator, p.prior_beta + self.counts - self.sums)
             return x / (x + y)
         precision = 1.0 / p.prior_std**2 + self.counts / self.noise_var
         mean = (p.prior_mean / p.prior_std**2 + self.sums / self.noise_var) / precision
-        z = torch.randn(self.counts.shape, generator=self.generator)
+        z = rng.randn(self.generator, self.counts.shape)
         return mean + z * precision.rsqrt()
 
     def act(self, obs: Tensor) -> Tensor:

@@ -8,6 +8,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from icl_rl import rng
 from icl_rl.envs.base import Env
 
 
@@ -59,8 +60,8 @@ class Learner:
         Draws: rand [N] (explore?) then randint [N] (which action).
         """
         n = greedy.shape[0]
-        coin = torch.rand(n, generator=self.generator) < epsilon
-        random_action = torch.randint(0, self.spec.num_actions, (n,), generator=self.generator)
+        coin = rng.rand(self.generator, (n,)) < epsilon
+        random_action = rng.randint(self.generator, self.spec.num_actions, (n,))
         return torch.where(coin, random_action, greedy.to(random_action.device))
 
     def params_dict(self) -> dict:
@@ -80,8 +81,8 @@ class RandomAgent(Learner):
 
     def act(self, obs: Tensor) -> Tensor:
         """Uniform over the action space."""
-        return torch.randint(0, self.spec.num_actions, (obs.shape[0],), generator=self.generator,
-                             device=obs.device)
+        return rng.randint(self.generator, self.spec.num_actions, (obs.shape[0],),
+                           device=obs.device)
 
     def observe(self, obs, action, reward, next_obs, done) -> None:
         """Nothing to learn."""

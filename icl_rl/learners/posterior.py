@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from icl_rl import rng
 from icl_rl.envs.base import Env
 from icl_rl.envs.gridworld import DarkRoom
 from icl_rl.errors import IclRlError
@@ -59,7 +60,7 @@ class GoalPosteriorSampling(Learner):
 
     def act(self, obs: Tensor) -> Tensor:
         """Walk toward the sampled goal; resample it once it is ruled out."""
-        u = torch.rand(self.possible.shape, generator=self.generator)
+        u = rng.rand(self.generator, self.possible.shape)
         candidate = torch.where(self.possible, u, -1.0).argmax(dim=1)  # uniform among possible
         stale = ~self.possible[self.rows, self.target]
         self.target = torch.where(stale, candidate, self.target)

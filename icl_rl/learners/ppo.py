@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from icl_rl import rng
 from icl_rl.envs.base import Env
 from icl_rl.errors import IclRlError
 from icl_rl.learners.base import Learner, LearnerParams
@@ -85,7 +86,7 @@ class PPO(Learner):
     def act(self, obs: Tensor) -> Tensor:
         """Sample from softmax(logits[s])."""
         logits = self.logits.detach()[self.rows, self.env.obs_to_state(obs)]  # [N, A]
-        return torch.multinomial(logits.softmax(dim=1), 1, generator=self.generator)[:, 0]
+        return rng.categorical(self.generator, logits.softmax(dim=1))
 
     def observe(self, obs, action, reward, next_obs, done) -> None:
         """Store the transition; when the buffer is full, run the PPO update."""

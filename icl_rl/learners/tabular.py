@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from icl_rl import rng
 from icl_rl.envs.base import Env
 from icl_rl.errors import IclRlError
 from icl_rl.learners.base import Learner, LearnerParams, decayed_epsilon
@@ -70,7 +71,7 @@ class QLearning(Learner):
         row = self.row_base + self.env.obs_to_state(obs)  # [N] rows of q_rows
         self._last = (obs, row)
         q = self.q_rows.index_select(0, row)  # [N, A]
-        noise = torch.rand(q.shape, generator=self.generator)
+        noise = rng.rand(self.generator, q.shape)
         # max(dim).indices: about 2x faster than argmax on [N, 5] on CPU
         greedy = torch.where(q == q.amax(dim=1, keepdim=True), noise, -1.0).max(dim=1).indices
         return self.explore(greedy, decayed_epsilon(p.epsilon, p.decay, p.min_epsilon,
