@@ -82,6 +82,10 @@ class GenerateConfig:
     """Learner hyperparameters as a JSON object, e.g. '{"c": 2.0}'."""
     license: str = "mit"
     """License written into the dataset card."""
+    push_to_hub: str | None = None
+    """After writing, upload the folder to this Hub dataset repo (user/name)."""
+    private: bool = False
+    """Create the Hub repo as private."""
 
     def env_params(self) -> dict:
         """Env constructor arguments from the flat flags and --env-kwargs."""
@@ -98,7 +102,7 @@ class GenerateConfig:
     def identity(self) -> dict:
         """The fields that determine the bytes of the dataset."""
         d = dataclasses.asdict(self)
-        for k in ("out", "num_proc"):
+        for k in ("out", "num_proc", "push_to_hub", "private"):
             d.pop(k)
         return d
 
@@ -287,6 +291,7 @@ def main(config: GenerateConfig) -> Path:
     out = Path(config.out)
     if _prepare_folder(config):
         log.info("%s already holds this complete dataset; nothing to do", out)
+        _push(config, out)
         return out
     # A killed run may have left half-written temporaries (never a half-written shard).
     if remove_stale_temporaries(out) + remove_stale_temporaries(out / "data"):
@@ -313,7 +318,17 @@ def main(config: GenerateConfig) -> Path:
     meta["files"] = file_hashes(out)  # `icl-rl verify` checks the bytes against these
     meta["content_hash"] = content_hash(meta["files"])
     write_card(out, meta, card_body(meta))
+    _push(config, out)
     return out
+
+
+def _push(config: GenerateConfig, out: Path) -> None:
+    """Upload the finished folder if asked (the same bytes `icl-rl verify` checks)."""
+    if config.push_to_hub:
+        from icl_rl import hub
+
+        hub.push_folder(out, config.push_to_hub, "dataset", private=config.private)
+        log.info("uploaded %s to the Hub dataset repo %s", out, config.push_to_hub)
 
 
 def cli(argv: list[str] | None = None) -> Path:

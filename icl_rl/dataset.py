@@ -226,13 +226,9 @@ def resolve_source(source: str | Path) -> Path:
     path = Path(source)
     if path.exists():
         return path
-    from huggingface_hub import snapshot_download
+    from icl_rl import hub
 
-    try:
-        return Path(snapshot_download(str(source), repo_type="dataset"))
-    except Exception as e:  # offline, missing repo, bad id: one clear line
-        raise IclRlError(f"{source}: not a local dataset folder or parquet file, and not a "
-                         f"reachable Hub dataset repo ({type(e).__name__}: {e})") from None
+    return hub.download(str(source), "dataset")
 
 
 def split_files(folder: Path, split: str) -> list[Path]:

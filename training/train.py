@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from icl_rl.config import parse_config, save_config
 from icl_rl.data import WindowDataset, collate_batch
-from icl_rl.dataset import load_histories
+from icl_rl.dataset import atomic_write_text, load_histories
 from icl_rl.errors import IclRlError
 from icl_rl.models import ADConfig, ADModel
 
@@ -91,6 +91,10 @@ class TrainConfig:
     """DataLoader worker processes."""
     progress: bool = True
     """Show a progress bar (main process only)."""
+    push_to_hub: str | None = None
+    """After training, upload the final model (with its model card) to this Hub repo."""
+    private: bool = False
+    """Create the Hub repo as private."""
 
 
 def validate(config: TrainConfig) -> None:
@@ -141,6 +145,10 @@ def build_model(config: TrainConfig, meta: dict) -> ADModel:
 
 def load_model(path: str | Path) -> ADModel:
     """Load a trained model folder, with clear errors for what is not one."""
+    if not Path(path).exists() and str(path).count("/") == 1:  # a Hub repo id
+        from icl_rl import hub
+
+        path = hub.download(str(path), "model")
     path = Path(path)
     if path.is_dir() and (path / "model" / "config.json").exists():
         path = path / "model"  # a run folder
@@ -393,13 +401,64 @@ def main(config: TrainConfig) -> dict:
                                      "learner": train.meta.get("learner")}
         unwrapped.save_pretrained(tmp)
         save_config(config, tmp / "train_config.json")
+        atomic_write_text(tmp / "README.md", model_card(unwrapped.config, config, metrics, step))
         shutil.rmtree(model_dir, ignore_errors=True)
         os.replace(tmp, model_dir)
     accelerator.wait_for_everyone()
+    if config.push_to_hub and accelerator.is_main_process:
+        from icl_rl import hub
+
+        hub.push_folder(model_dir, config.push_to_hub, "model", private=config.private)
+        log.info("uploaded %s to the Hub model repo %s", model_dir, config.push_to_hub)
     accelerator.end_training()
     evals = [m["eval/loss"] for m in metrics if "eval/loss" in m]
     return {"model_dir": str(model_dir), "metrics": metrics, "steps": step,
             "final_eval_loss": evals[-1] if evals else None, "param_checksums": sums}
+
+
+def model_card(mc: ADConfig, config: TrainConfig, metrics: list[dict], step: int) -> str:
+    """README.md of a trained model: what it is, what it was trained on, how to use it."""
+    import yaml
+
+    from icl_rl import __version__
+
+    evals = [m for m in metrics if "eval/loss" in m]
+    learner = (mc.training or {}).get("learner") or {}
+    header = {"library_name": "icl-rl",
+              "tags": ["reinforcement-learning", "in-context-learning",
+                       "algorithm-distillation", mc.env_name]}
+    if not Path(config.dataset).exists():
+        header["datasets"] = [config.dataset]
+    quality = (f"Held-out action loss {evals[-1]['eval/loss']:.4f}, accuracy "
+               f"{evals[-1]['eval/accuracy']:.1%} (step {evals[-1]['step']})." if evals else "")
+    rows = "\n".join(f"| {k} | {v} |" for k, v in dataclasses.asdict(config).items()
+                     if k not in ("push_to_hub", "private", "progress"))
+    return f"""---
+{yaml.safe_dump(header, sort_keys=False)}---
+
+# Algorithm Distillation model for `{mc.env_name}`
+
+A {mc.num_layers}-layer, {mc.hidden_size}-wide decoder (transformers LlamaModel backbone) trained
+with icl-rl {__version__} to predict the next action of `{learner.get('name', '?')}` from its
+learning histories in `{config.dataset}` ({step} steps, context {mc.max_context} transitions).
+Env: `{mc.env_name}` {mc.env_params}. {quality}
+
+## Use
+
+```python
+import icl_rl.models  # registers the model classes with transformers' Auto classes
+from transformers import AutoModel
+model = AutoModel.from_pretrained("REPO_OR_PATH")
+```
+
+In context on held-out tasks: `icl-rl eval --model REPO_OR_PATH --episodes 40`.
+
+## Training configuration
+
+| option | value |
+|---|---|
+{rows}
+"""
 
 
 def cli(argv: list[str] | None = None) -> dict:
