@@ -87,6 +87,7 @@ class Env:
         obs, reward = self.step_env(action)
         self.t += 1
         done = self.t >= self.spec.episode_len
+        self.final_obs = obs  # the episode's last observation, before any auto-reset
         if done:
             self.t = 0
             obs = self.reset_env()
