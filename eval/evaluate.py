@@ -67,6 +67,10 @@ class EvalConfig:
     """Seed of the evaluation tasks and environment noise."""
     progress: bool = True
     """Show a progress bar."""
+    report_to: str = "none"
+    """none or wandb: log the curves (line plots and the PNG) and the table to a tracker."""
+    project: str = "icl-rl"
+    """Tracker project name."""
 
 
 class OracleAgent:
@@ -230,6 +234,8 @@ whatever improvement the model shows, it learns in context.
 
 def main(config: EvalConfig) -> dict:
     """Run the evaluation; returns the results dict (also written to results.json)."""
+    if config.report_to not in ("none", "wandb"):
+        raise IclRlError(f"--report-to must be none or wandb, got {config.report_to!r}")
     if config.batch_size is not None and (not isinstance(config.batch_size, int)
                                           or config.batch_size < 1):
         raise IclRlError(f"--batch-size must be a positive integer, got {config.batch_size}")
@@ -315,7 +321,38 @@ def main(config: EvalConfig) -> dict:
     plot(results, out / "curves.png", f"in context on {mc.env_name}, held-out tasks")
     atomic_write_text(out / "report.md", report(results))
     save_config(config, out / "eval_config.json")
+    if config.report_to == "wandb":
+        log_to_wandb(config, results, out)
     return results
+
+
+def log_to_wandb(config: EvalConfig, results: dict, out: Path) -> None:
+    """The in-context curves as wandb line plots, the PNG, and the summary numbers, through
+    accelerate's tracker."""
+    import wandb
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(log_with="wandb", project_dir=str(out))
+    accelerator.init_trackers(config.project, config={"eval": vars(config), **{
+        k: results[k] for k in ("env", "source_learner", "num_tasks", "episodes")}},
+        init_kwargs={"wandb": {"dir": str(out), "job_type": "eval"}})
+    run = accelerator.get_tracker("wandb", unwrap=True)
+    agents = results["agents"]
+    episodes = list(range(1, results["episodes"] + 1))
+    row = {"eval/curves_png": wandb.Image(str(out / "curves.png")),
+           "eval/episode_return": wandb.plot.line_series(
+               xs=episodes, ys=[a["episode_return_mean"] for a in agents.values()],
+               keys=list(agents), title="mean return per episode", xname="episode")}
+    if all("cumulative_regret_mean" in a for a in agents.values()):
+        row["eval/cumulative_regret"] = wandb.plot.line_series(
+            xs=list(range(1, len(agents["model"]["cumulative_regret_mean"]) + 1)),
+            ys=[a["cumulative_regret_mean"] for a in agents.values()], keys=list(agents),
+            title="cumulative regret", xname="step")
+    for name, a in agents.items():
+        row[f"eval/{name}/last_k_return"] = a["last_k_return"]
+        row[f"eval/{name}/improvement"] = a["improvement"]
+    run.log(row)
+    accelerator.end_training()
 
 
 def cli(argv: list[str] | None = None) -> dict:

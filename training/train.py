@@ -318,8 +318,10 @@ def main(config: TrainConfig) -> dict:
         model, optimizer, train_dl, scheduler)
     if val_dl is not None:
         val_dl = accelerator.prepare(val_dl)
-    if trackers:
-        accelerator.init_trackers(config.project, config=dataclasses.asdict(config))
+    if trackers:  # wandb runs live inside the run folder
+        accelerator.init_trackers(config.project, config=dataclasses.asdict(config),
+                                  init_kwargs={"wandb": {"dir": str(out), "job_type": "train"}}
+                                  if "wandb" in trackers else {})
 
     step = 0
     if resume is not None:
