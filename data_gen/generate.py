@@ -285,22 +285,42 @@ or, validated against this card, as tensors: `icl_rl.dataset.load_histories(PATH
 """
 
 
+def _process_group():
+    """accelerate's PartialState when launched with several processes (accelerate launch,
+    torchrun), else None. Each rank then writes its own shards; rank 0 writes the card."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
+
+
 def main(config: GenerateConfig) -> Path:
     """Generate the dataset described by `config`; returns its folder."""
     env, learner = validate(config)
     out = Path(config.out)
-    if _prepare_folder(config):
+    group = _process_group()
+    rank, world = (group.process_index, group.num_processes) if group else (0, 1)
+    complete = _prepare_folder(config) if rank == 0 else False
+    if group:  # the others look only once rank 0 has made or checked the folder
+        group.wait_for_everyone()
+        if rank:
+            complete = _prepare_folder(config)
+    if complete:
         log.info("%s already holds this complete dataset; nothing to do", out)
-        _push(config, out)
+        if rank == 0:
+            _push(config, out)
         return out
     # A killed run may have left half-written temporaries (never a half-written shard).
-    if remove_stale_temporaries(out) + remove_stale_temporaries(out / "data"):
+    if rank == 0 and remove_stale_temporaries(out) + remove_stale_temporaries(out / "data"):
         log.info("removed temporary files of an interrupted run in %s", out)
     jobs = plan(config)
     todo = [j for j in jobs if not (out / shard_path(j.split, j.index, j.count)).exists()]
-    if len(todo) < len(jobs):
+    if len(todo) < len(jobs) and rank == 0:
         log.info("resuming: %d of %d shards already written", len(jobs) - len(todo), len(jobs))
-    bar = tqdm(total=sum(j.size for j in todo), unit="hist", desc=f"generate {config.learner}")
+    todo = todo[rank::world]  # shards are independent: any split of them gives the same bytes
+    bar = tqdm(total=sum(j.size for j in todo), unit="hist", desc=f"generate {config.learner}",
+               disable=rank != 0)
     if config.num_proc == 1 or len(todo) <= 1:
         for job in todo:
             run_shard(config, job)
@@ -314,11 +334,16 @@ def main(config: GenerateConfig) -> Path:
                 fut.result()
                 bar.update(futures[fut].size)
     bar.close()
-    meta = card_meta(config, env, learner, jobs)
-    meta["files"] = file_hashes(out)  # `icl-rl verify` checks the bytes against these
-    meta["content_hash"] = content_hash(meta["files"])
-    write_card(out, meta, card_body(meta))
-    _push(config, out)
+    if group:
+        group.wait_for_everyone()
+    if rank == 0:
+        meta = card_meta(config, env, learner, jobs)
+        meta["files"] = file_hashes(out)  # `icl-rl verify` checks the bytes against these
+        meta["content_hash"] = content_hash(meta["files"])
+        write_card(out, meta, card_body(meta))
+        _push(config, out)
+    if group:
+        group.wait_for_everyone()
     return out
 
 
