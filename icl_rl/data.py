@@ -70,3 +70,34 @@ def collate_batch(batch):
     if isinstance(batch, list):  # a sampler that fetched single items
         return {k: torch.stack([b[k] for b in batch]) for k in batch[0]}
     return batch
+
+
+class StreamingWindows(torch.utils.data.IterableDataset):
+    """Batches of random windows from a split read chunk by chunk: memory does not grow with
+    the dataset. Each process reads its own shards (`iter_histories`), so nothing downstream
+    may split the stream again: iterate it directly, do not `accelerator.prepare` it."""
+
+    def __init__(self, source, split: str, context: int, num_actions: int,
+                 obs_levels: list[int] | None, batch_size: int, seed: int, rank: int = 0,
+                 world: int = 1, chunk_rows: int = 256, windows_per_history: int = 4) -> None:
+        self.args = (source, split, chunk_rows, rank, world)
+        self.window = (context, num_actions, obs_levels)
+        self.batch_size = batch_size
+        self.seed, self.rank = seed, rank
+        self.windows_per_history = windows_per_history
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle differently (and reproducibly) each pass."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        from icl_rl.dataset import iter_histories
+
+        g = torch.Generator().manual_seed(hash((self.seed, self.rank, self.epoch)) % 2**62)
+        for chunk in iter_histories(*self.args):
+            windows = WindowDataset(chunk.history, *self.window)
+            n = chunk.history.num_histories * self.windows_per_history
+            picks = torch.randint(0, len(windows), (n,), generator=g)
+            for b in range(0, n - self.batch_size + 1, self.batch_size):
+                yield windows.__getitems__(picks[b:b + self.batch_size].tolist())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -307,7 +308,38 @@ def _rows(arr: pa.Array, name: str, where: str, length: int | None) -> tuple[np.
 def load_histories(source: str | Path, split: str = "train") -> Histories:
     """Read and validate one split of a learning-history dataset (folder, parquet or repo id)."""
     meta = read_card(source)
-    table = _load_arrow(source, split)
+    return table_to_histories(_load_arrow(source, split), meta, source, split)
+
+
+def iter_histories(source: str | Path, split: str, rows: int, rank: int = 0,
+                   world: int = 1) -> Iterator[Histories]:
+    """Stream a split in validated chunks of at most `rows` histories, never all at once.
+
+    Rank r of `world` reads shards r, r + world, ... (whole shards, so no row is read twice
+    across processes); with fewer shards than ranks, rows are dealt out instead.
+    """
+    meta = read_card(source)
+    path = resolve_source(source)
+    files = [path] if path.is_file() else split_files(path, split)
+    by_shard = len(files) >= world
+    for i, f in enumerate(files):
+        if by_shard and i % world != rank:
+            continue
+        try:
+            pf = pq.ParquetFile(f)
+            for j, batch in enumerate(pf.iter_batches(batch_size=rows)):
+                table = pa.Table.from_batches([batch])
+                if not by_shard:
+                    table = table.take(list(range(rank, table.num_rows, world)))
+                    if table.num_rows == 0:
+                        continue
+                yield table_to_histories(table, meta, f, f"{split}, rows from {j * rows}")
+        except (pa.ArrowInvalid, OSError) as e:
+            raise IclRlError(f"{f}: does not read as parquet ({e}); regenerate it") from None
+
+
+def table_to_histories(table: pa.Table, meta: dict, source, split: str) -> Histories:
+    """Validate an Arrow table of histories against the card and turn it into tensors."""
     where = f"{source} [{split}]"
     n = table.num_rows
     if n == 0:
@@ -341,7 +373,7 @@ def load_histories(source: str | Path, split: str = "train") -> Histories:
         opt = torch.from_numpy(o.astype(np.int64)).reshape(n, t)
     task_ids = (torch.from_numpy(_column(table, "task_id", where).to_numpy().astype(np.int64))
                 if "task_id" in table.column_names else torch.arange(n))
-    check_task_split(meta, split, task_ids, where)
+    check_task_split(meta, split.split(",")[0], task_ids, where)
     history = History(
         observations=torch.from_numpy(obs.astype(np.float32)).reshape(n, t, obs_dim),
         actions=torch.from_numpy(acts.astype(np.int64)).reshape(n, t),

@@ -8,6 +8,7 @@ skip_first_batches, end_training. The same command runs on one CPU, one GPU, or 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -22,8 +23,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from icl_rl.config import parse_config, save_config
-from icl_rl.data import WindowDataset, collate_batch
-from icl_rl.dataset import atomic_write_text, load_histories
+from icl_rl.data import StreamingWindows, WindowDataset, collate_batch
+from icl_rl.dataset import (
+    Histories,
+    atomic_write_text,
+    iter_histories,
+    load_histories,
+    resolve_source,
+    split_files,
+)
 from icl_rl.errors import IclRlError
 from icl_rl.models import ADConfig, ADModel
 
@@ -89,6 +97,9 @@ class TrainConfig:
     """no, fp16 or bf16 (bf16 on GPUs; it is slow on most CPUs)."""
     num_workers: int = 0
     """DataLoader worker processes."""
+    streaming: bool = False
+    """Read the dataset chunk by chunk instead of loading it (for data larger than memory);
+    each process reads its own shards."""
     progress: bool = True
     """Show a progress bar (main process only)."""
     push_to_hub: str | None = None
@@ -266,11 +277,16 @@ def main(config: TrainConfig) -> dict:
     validate(config)
     out = Path(config.out)
     resume = find_checkpoint(out, config.resume_from_checkpoint)
-    train = load_histories(config.dataset, "train")
-    try:
-        heldout = load_histories(config.dataset, "test")
-    except IclRlError:
+    if config.streaming:  # validate the card and the first chunk now, read the rest later
+        first = next(iter_histories(config.dataset, "train", 1))
+        train = Histories(first.history, first.task_ids, first.meta, first.source)
         heldout = None
+    else:
+        train = load_histories(config.dataset, "train")
+        try:
+            heldout = load_histories(config.dataset, "test")
+        except IclRlError:
+            heldout = None
     if resume is not None:
         saved = ADConfig.from_pretrained(resume.parent.parent / "model_config")
         check_env(saved, train.meta, resume, config.dataset)
@@ -295,12 +311,27 @@ def main(config: TrainConfig) -> dict:
             shutil.rmtree(stale, ignore_errors=True)
         save_config(config, out / "train_config.json")
         model.config.save_pretrained(out / "model_config")
-    train_dl = DataLoader(WindowDataset(train.history, config.context, num_actions, obs_levels),
-                          batch_size=config.batch_size, shuffle=True, drop_last=True,
-                          collate_fn=collate_batch, num_workers=config.num_workers)
-    if len(train_dl) == 0:
-        raise IclRlError(f"{config.dataset}: fewer windows than --batch-size {config.batch_size}")
+    stream = None
+    if config.streaming:
+        stream = StreamingWindows(config.dataset, "train", config.context, num_actions,
+                                  obs_levels, config.batch_size, config.seed,
+                                  accelerator.process_index, accelerator.num_processes)
+        train_dl = None
+    else:
+        train_dl = DataLoader(WindowDataset(train.history, config.context, num_actions,
+                                            obs_levels),
+                              batch_size=config.batch_size, shuffle=True, drop_last=True,
+                              collate_fn=collate_batch, num_workers=config.num_workers)
+        if len(train_dl) == 0:
+            raise IclRlError(f"{config.dataset}: fewer windows than --batch-size "
+                             f"{config.batch_size}")
     val_dl = None
+    if config.streaming and has_split(config.dataset, "test"):
+        val_stream = StreamingWindows(config.dataset, "test", config.context, num_actions,
+                                      obs_levels, config.batch_size, config.seed + 1,
+                                      accelerator.process_index, accelerator.num_processes)
+        val_dl = [{k: v.to(accelerator.device) for k, v in b.items()}
+                  for b in itertools.islice(val_stream, config.eval_batches)]
     if heldout is not None:
         val_set = WindowDataset(heldout.history, config.context, num_actions, obs_levels)
         g = torch.Generator().manual_seed(config.seed + 1)
@@ -314,9 +345,12 @@ def main(config: TrainConfig) -> dict:
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
-    model, optimizer, train_dl, scheduler = accelerator.prepare(
-        model, optimizer, train_dl, scheduler)
-    if val_dl is not None:
+    if stream is None:
+        model, optimizer, train_dl, scheduler = accelerator.prepare(
+            model, optimizer, train_dl, scheduler)
+    else:  # the stream is already split by process: it must not be prepared (split) again
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if val_dl is not None and not config.streaming:
         val_dl = accelerator.prepare(val_dl)
     if trackers:  # wandb runs live inside the run folder
         accelerator.init_trackers(config.project, config=dataclasses.asdict(config),
@@ -328,7 +362,7 @@ def main(config: TrainConfig) -> dict:
         accelerator.load_state(str(resume))
         step = json.loads((resume / "trainer_state.json").read_text())["step"]
         log.info("resumed from %s at step %d", resume, step)
-    micro_per_epoch = len(train_dl)
+    micro_per_epoch = len(train_dl) if stream is None else None
     metrics: list[dict] = []
     bar = tqdm(total=config.max_steps, initial=step, desc="train",
                disable=not (config.progress and accelerator.is_local_main_process))
@@ -347,9 +381,12 @@ def main(config: TrainConfig) -> dict:
 
     while step < config.max_steps:
         consumed = step * config.grad_accum  # micro-batches already used
-        epoch, skip = divmod(consumed, micro_per_epoch)
-        train_dl.set_epoch(epoch)
-        loader = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
+        if stream is not None:  # one endless pass over reshuffled epochs, resumed by skipping
+            loader = itertools.islice(endless(stream, accelerator.device), consumed, None)
+        else:
+            epoch, skip = divmod(consumed, micro_per_epoch)
+            train_dl.set_epoch(epoch)
+            loader = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
         for batch in loader:
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
@@ -416,6 +453,23 @@ def main(config: TrainConfig) -> dict:
     evals = [m["eval/loss"] for m in metrics if "eval/loss" in m]
     return {"model_dir": str(model_dir), "metrics": metrics, "steps": step,
             "final_eval_loss": evals[-1] if evals else None, "param_checksums": sums}
+
+
+def endless(stream, device):
+    """Batches of `stream` on `device`, epoch after epoch."""
+    for epoch in itertools.count():
+        stream.set_epoch(epoch)
+        for batch in stream:
+            yield {k: v.to(device) for k, v in batch.items()}
+
+
+def has_split(source: str, split: str) -> bool:
+    """Whether a dataset has `split`."""
+    try:
+        split_files(resolve_source(source), split)
+    except IclRlError:
+        return False
+    return True
 
 
 def model_card(mc: ADConfig, config: TrainConfig, metrics: list[dict], step: int) -> str:
