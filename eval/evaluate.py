@@ -321,9 +321,29 @@ def main(config: EvalConfig) -> dict:
     plot(results, out / "curves.png", f"in context on {mc.env_name}, held-out tasks")
     atomic_write_text(out / "report.md", report(results))
     save_config(config, out / "eval_config.json")
+    add_to_model_card(config.model, results)
     if config.report_to == "wandb":
         log_to_wandb(config, results, out)
     return results
+
+
+def add_to_model_card(model: str, results: dict) -> None:
+    """Put the evaluation table into a local model folder's README.md (replacing an older one),
+    so that a later `--push-to-hub` of the folder publishes it."""
+    path = Path(model)
+    card = path / "model" / "README.md" if (path / "model").is_dir() else path / "README.md"
+    if not card.exists():
+        return
+    text = card.read_text().split("\n## In-context evaluation")[0].rstrip()
+    table = report(results).split("\n\n", 3)[2]  # the markdown table and the regret lines
+    atomic_write_text(card, f"""{text}
+
+## In-context evaluation
+
+{results['num_tasks']} tasks ({results['tasks_from']}), {results['episodes']} episodes each:
+
+{table.strip()}
+""")
 
 
 def log_to_wandb(config: EvalConfig, results: dict, out: Path) -> None:

@@ -72,7 +72,7 @@ def _add_field_docs(parser, cls) -> None:
         name = action.dest
         if name in docs:
             default = "" if action.default is None else f" (default: {action.default})"
-            action.help = docs[name] + default
+            action.help = (docs[name] + default).replace("%", "%%")  # argparse formats help
 
 
 def save_config(config, path: Path) -> None:

@@ -178,3 +178,24 @@ def test_accelerate_launch_two_ranks_gives_the_same_bytes(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     one, two = digest(tmp_path / "one"), digest(tmp_path / "two")
     assert one == two and len(one) == 9  # 5 + 2 shards, card, stamp
+
+
+@pytest.mark.parametrize("command", ["generate", "train", "eval", "demo", "verify"])
+def test_every_option_has_help(command, capsys):
+    """`icl-rl CMD --help` lists every field of the command's config with its docstring."""
+    import dataclasses
+    import importlib
+
+    from icl_rl.cli import COMMANDS, main
+
+    module = importlib.import_module(COMMANDS[command][0])
+    config_cls = next(v for k, v in vars(module).items()
+                      if k.endswith("Config") and dataclasses.is_dataclass(v)
+                      and v.__module__ == module.__name__)
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for field in dataclasses.fields(config_cls):
+        assert f"--{field.name}" in text or f"--{field.name.replace('_', '-')}" in text
+    assert text.count("(default:") >= len(dataclasses.fields(config_cls)) - 3

@@ -95,7 +95,12 @@ def test_generate_push_load_train_push_eval(fake_hub, tmp_path):
     res = evaluate(EvalConfig(model="me/ad-ucb3", dataset="me/ucb3", out=str(tmp_path / "ev"),
                               num_tasks=16, episodes=10, progress=False))
     assert res["agents"]["model"]["final_regret"] >= 0
-    assert run["model_dir"].endswith("model")
+    for _ in range(2):  # evaluating a local model puts (and replaces) the table in its card
+        evaluate(EvalConfig(model=run["model_dir"], dataset="me/ucb3", num_tasks=16,
+                            episodes=10, progress=False, out=str(tmp_path / "ev2")))
+    card = (Path(run["model_dir"]) / "README.md").read_text()
+    assert card.count("## In-context evaluation") == 1 and "| model |" in card
+    assert card.startswith("---\nlibrary_name: icl-rl")
 
 
 def test_hub_failures_are_one_line(fake_hub, tmp_path):
