@@ -1,0 +1,89 @@
+"""`python -m benchmarks [--quick]` (or `make bench`): every benchmark, one JSON, one table.
+
+Each benchmark runs in its own process so that its peak RSS is its own. Results go to
+`bench_results/results.json` and `bench_results/results.md` (and stdout).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.bench_eval import memory_bandwidth_gbs
+from benchmarks.common import machine, matmul_gflops
+
+MODULES = ["bench_envs", "bench_generate", "bench_train", "bench_eval", "bench_streaming"]
+
+
+def run_one(name: str, quick: bool) -> dict:
+    """One benchmark module in a child process; its JSON plus wall time."""
+    t0 = time.perf_counter()
+    cmd = [sys.executable, "-m", f"benchmarks.{name}"] + (["--quick"] if quick else [])
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        return {"benchmark": name.removeprefix("bench_"), "error": r.stderr[-2000:]}
+    res = json.loads(r.stdout)
+    res["wall_s"] = time.perf_counter() - t0
+    return res
+
+
+def table(results: dict) -> str:
+    """The headline figures as markdown."""
+    b = {r["benchmark"]: r for r in results["benchmarks"]}
+    lines = ["| figure | value |", "|---|---|",
+             f"| fp32 matmul (1024^3) | {results['limits']['matmul_gflops_fp32']:.0f} GFLOP/s |",
+             f"| memory copy | {results['limits']['memory_bandwidth_gbs']:.1f} GB/s |"]
+    if "envs" in b:
+        for k, v in b["envs"]["env_steps_per_s"].items():
+            lines.append(f"| env steps/s, {k}, 4096 tasks | {v / 1e6:.1f} M |")
+        for k, v in b["envs"]["reference_python_loop"].items():
+            lines.append(f"| speed-up over a per-task Python loop, {k} | {v['speedup']:.1f}x |")
+    if "generate" in b:
+        for g in b["generate"]["generate"]:
+            lines.append(f"| generate to parquet, {g['env']}/{g['learner']} | "
+                         f"{g['transitions_per_s'] / 1e6:.2f} M transitions/s |")
+    if "train" in b:
+        for m in b["train"]["models"]:
+            lines.append(f"| training d={m['hidden_size']} L={m['num_layers']} ctx "
+                         f"{m['context']} | {m['tokens_per_s']:.0f} tokens/s, "
+                         f"{m['fraction_of_matmul']:.0%} of matmul |")
+    if "eval" in b:
+        for r in b["eval"]["results"]:
+            if r.get("mode") == "kv_cache":
+                lines.append(f"| eval KV cache, ctx {r['context']}, 256 tasks | "
+                             f"{r['actions_per_s']:.0f} actions/s, "
+                             f"{r['fraction_of_bandwidth_ceiling']:.0%} of bandwidth bound |")
+            elif "cache_speedup" in r:
+                lines.append(f"| eval cache vs recompute, ctx {r['context']} | "
+                             f"{r['cache_speedup']:.0f}x |")
+    if "streaming" in b:
+        lines.append(f"| streamed training peak RSS, 10x data / 1x | "
+                     f"{b['streaming']['streamed_ratio_10x_vs_1x']:.2f} |")
+    for r in results["benchmarks"]:
+        if "peak_rss_mb" in r:
+            lines.append(f"| peak RSS, {r['benchmark']} | {r['peak_rss_mb']:.0f} MiB |")
+        if "error" in r:
+            lines.append(f"| {r['benchmark']} | FAILED |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> dict:
+    """Run everything; write and print the results."""
+    quick = "--quick" in argv
+    results = {"machine": machine(), "quick": quick,
+               "limits": {"matmul_gflops_fp32": matmul_gflops(),
+                          "memory_bandwidth_gbs": memory_bandwidth_gbs()},
+               "benchmarks": [run_one(m, quick) for m in MODULES]}
+    out = Path("bench_results")
+    out.mkdir(exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.md").write_text(table(results))
+    print(table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
