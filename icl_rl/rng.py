@@ -40,31 +40,28 @@ def _check(g: TaskGenerators, n: int) -> None:
         raise ValueError(f"{len(g)} task generators for a draw over {n} tasks")
 
 
-def rand(g: Gen, shape: Sequence[int], device=None) -> Tensor:
-    """Uniform [0, 1) of `shape` (first dim = tasks)."""
+def _draw(g: Gen, shape: Sequence[int], device, fn, *args) -> Tensor:
+    """fn(*args, shape) for the whole batch, or row by row from each task's generator."""
     if isinstance(g, TaskGenerators):
         _check(g, shape[0])
-        return torch.stack([torch.rand(tuple(shape[1:]), generator=gi) for gi in g.gens]) \
+        return torch.stack([fn(*args, tuple(shape[1:]), generator=gi) for gi in g.gens]) \
             .to(device)
-    return torch.rand(tuple(shape), generator=g, device=device)
+    return fn(*args, tuple(shape), generator=g, device=device)
+
+
+def rand(g: Gen, shape: Sequence[int], device=None) -> Tensor:
+    """Uniform [0, 1) of `shape` (first dim = tasks)."""
+    return _draw(g, shape, device, torch.rand)
 
 
 def randn(g: Gen, shape: Sequence[int], device=None) -> Tensor:
     """Standard normal of `shape` (first dim = tasks)."""
-    if isinstance(g, TaskGenerators):
-        _check(g, shape[0])
-        return torch.stack([torch.randn(tuple(shape[1:]), generator=gi) for gi in g.gens]) \
-            .to(device)
-    return torch.randn(tuple(shape), generator=g, device=device)
+    return _draw(g, shape, device, torch.randn)
 
 
 def randint(g: Gen, high: int, shape: Sequence[int], device=None) -> Tensor:
     """Integers in [0, high) of `shape` (first dim = tasks)."""
-    if isinstance(g, TaskGenerators):
-        _check(g, shape[0])
-        return torch.stack([torch.randint(0, high, tuple(shape[1:]), generator=gi)
-                            for gi in g.gens]).to(device)
-    return torch.randint(0, high, tuple(shape), generator=g, device=device)
+    return _draw(g, shape, device, torch.randint, 0, high)
 
 
 def standard_gamma(g: Gen, alpha: Tensor) -> Tensor:
