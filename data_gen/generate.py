@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from icl_rl import __version__
-from icl_rl.config import parse_config, parse_kwargs
+from icl_rl.config import parse_config, parse_kwargs, require_positive
 from icl_rl.dataset import (
     SCHEMA_VERSION,
     atomic_write_text,
@@ -109,10 +109,7 @@ class GenerateConfig:
 
 def validate(config: GenerateConfig) -> tuple[Env, object]:
     """Check every field before any work; returns the env and a learner built from the config."""
-    for name in ("num_histories", "steps", "shard_size", "num_proc"):
-        value = getattr(config, name)
-        if not isinstance(value, int) or value < 1:
-            raise IclRlError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    require_positive(config, "num_histories", "steps", "shard_size", "num_proc")
     if not 0.0 <= config.heldout_fraction < 1.0:
         raise IclRlError(f"--heldout-fraction must be in [0, 1), got {config.heldout_fraction}")
     env = make_env(config.env, **config.env_params())
@@ -133,8 +130,8 @@ class ShardJob:
 
 def plan(config: GenerateConfig) -> list[ShardJob]:
     """All shards of the dataset, train first."""
-    n_test = int(round(config.num_histories * config.heldout_fraction))
-    sizes = {"train": config.num_histories - n_test, "test": n_test}
+    n_train = plan_train_size(config)
+    sizes = {"train": n_train, "test": config.num_histories - n_train}
     jobs = []
     for split, n in sizes.items():
         count = -(-n // config.shard_size)

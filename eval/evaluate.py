@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from icl_rl.config import parse_config, parse_kwargs, save_config
+from icl_rl.config import parse_config, parse_kwargs, require_positive, save_config
 from icl_rl.dataset import atomic_write_text, read_card
 from icl_rl.envs import Env, make_env
 from icl_rl.envs.bandits import Bandit
@@ -236,13 +236,8 @@ def main(config: EvalConfig) -> dict:
     """Run the evaluation; returns the results dict (also written to results.json)."""
     if config.report_to not in ("none", "wandb"):
         raise IclRlError(f"--report-to must be none or wandb, got {config.report_to!r}")
-    if config.batch_size is not None and (not isinstance(config.batch_size, int)
-                                          or config.batch_size < 1):
-        raise IclRlError(f"--batch-size must be a positive integer, got {config.batch_size}")
-    for name in ("num_tasks", "episodes"):
-        value = getattr(config, name)
-        if not isinstance(value, int) or value < 1:
-            raise IclRlError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    require_positive(config, "batch_size", optional=True)
+    require_positive(config, "num_tasks", "episodes")
     model = load_model(config.model)
     mc = model.config
     if config.env is not None and config.env != mc.env_name:

@@ -75,6 +75,16 @@ def _add_field_docs(parser, cls) -> None:
             action.help = (docs[name] + default).replace("%", "%%")  # argparse formats help
 
 
+def require_positive(config, *names: str, optional: bool = False) -> None:
+    """Each named field must be a positive integer (or None where `optional`)."""
+    for name in names:
+        value = getattr(config, name)
+        if optional and value is None:
+            continue
+        if not isinstance(value, int) or value < 1:
+            raise IclRlError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+
+
 def save_config(config, path: Path) -> None:
     """Save a config dataclass as JSON next to what it produced."""
     from icl_rl.dataset import atomic_write_text

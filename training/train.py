@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from icl_rl.config import parse_config, save_config
+from icl_rl.config import parse_config, require_positive, save_config
 from icl_rl.data import StreamingWindows, WindowDataset, collate_batch
 from icl_rl.dataset import (
     Histories,
@@ -110,12 +110,8 @@ class TrainConfig:
 
 def validate(config: TrainConfig) -> None:
     """Check ranges before anything heavy runs."""
-    positive = ("context", "hidden_size", "num_layers", "num_heads", "batch_size", "grad_accum",
-                "max_steps", "eval_batches", "keep_checkpoints", "log_every")
-    for name in positive:
-        value = getattr(config, name)
-        if not isinstance(value, int) or value < 1:
-            raise IclRlError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    require_positive(config, "context", "hidden_size", "num_layers", "num_heads", "batch_size",
+                     "grad_accum", "max_steps", "eval_batches", "keep_checkpoints", "log_every")
     for name in ("warmup_steps", "eval_every", "save_every", "num_workers"):
         if getattr(config, name) < 0:
             raise IclRlError(f"--{name.replace('_', '-')} must be >= 0")
