@@ -59,6 +59,10 @@ class GenerateConfig:
     """Histories in all, train and held-out together."""
     steps: int = 500
     """Steps per history (a bandit step is one episode)."""
+    episode_stride: int = 1
+    """Keep every k-th episode of each learning history (Algorithm Distillation's subsampled
+    histories): the learner runs k x --steps steps and the dataset stores --steps of them, so a
+    context of a few episodes spans k times more of the learner's progress."""
     heldout_fraction: float = 0.1
     """Fraction of histories (and, for finite task sets, of tasks) in the held-out `test` split."""
     seed: int = 0
@@ -109,7 +113,8 @@ class GenerateConfig:
 
 def validate(config: GenerateConfig) -> tuple[Env, object]:
     """Check every field before any work; returns the env and a learner built from the config."""
-    require_positive(config, "num_histories", "steps", "shard_size", "num_proc")
+    require_positive(config, "num_histories", "steps", "shard_size", "num_proc",
+                     "episode_stride")
     if not 0.0 <= config.heldout_fraction < 1.0:
         raise IclRlError(f"--heldout-fraction must be in [0, 1), got {config.heldout_fraction}")
     env = make_env(config.env, **config.env_params())
@@ -177,7 +182,8 @@ def run_shard(config: GenerateConfig, job: ShardJob, threads: int | None = None)
     tasks, task_ids = shard_tasks(env, config, job, torch.Generator().manual_seed(task_seed))
     history = rollout(env, learner, tasks, config.steps,
                       env_generator=torch.Generator().manual_seed(env_seed),
-                      agent_generator=torch.Generator().manual_seed(agent_seed))
+                      agent_generator=torch.Generator().manual_seed(agent_seed),
+                      episode_stride=config.episode_stride)
     rel = shard_path(job.split, job.index, job.count)
     write_shard(history_table(history, task_ids, config.seed), Path(config.out) / rel)
     return rel
@@ -228,6 +234,7 @@ def card_meta(config: GenerateConfig, env: Env, learner, jobs: list[ShardJob]) -
         "learner": {"name": config.learner, "params": learner.params_dict()},
         "seed": config.seed,
         "steps": config.steps,
+        "episode_stride": config.episode_stride,
         "shard_size": config.shard_size,
         "heldout_fraction": config.heldout_fraction,
         "splits": splits,
@@ -242,6 +249,9 @@ def card_meta(config: GenerateConfig, env: Env, learner, jobs: list[ShardJob]) -
 def card_body(meta: dict) -> str:
     """The human part of the dataset card."""
     env, learner = meta["env"], meta["learner"]
+    k = meta.get("episode_stride", 1)
+    stride = (f" (every {k}th episode of {meta['steps'] * k} steps of learning: the learner's "
+              f"episodes 0, {k}, {2 * k}, ...)" if k > 1 else ", consecutive")
     rows = "\n".join(f"| {s} | {v['num_histories']} | {v['num_shards']} |"
                      for s, v in meta["splits"].items())
     return f"""
@@ -249,7 +259,7 @@ def card_body(meta: dict) -> str:
 
 Learning histories of the **{learner['name']}** algorithm ({learner['params']}) on tasks of
 **{env['name']}** ({env['params']}), made with icl-rl {meta['generator_version']}. Each row is
-one history: one task, {meta['steps']} consecutive steps of the learner learning it. Episodes
+one history: one task, {meta['steps']} steps of the learner learning it{stride}. Episodes
 last {env['spec']['episode_len']} step(s); `dones` marks the last step of each.
 
 | split | histories | shards |

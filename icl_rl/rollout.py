@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -64,15 +65,22 @@ def rollout(
     record_optimal: bool = True,
     progress: bool = False,
     on_step: Callable[[int], None] | None = None,
+    episode_stride: int = 1,
 ) -> History:
     """Run `agent` on `tasks` [N, task_dim] for `steps` steps; returns the History.
 
     Per step: agent.act -> (oracle action) -> env.step -> agent.observe. The env and the agent
     draw from separate generators so that changing an agent never changes the task's rewards
     for the same actions.
+
+    `episode_stride` k > 1 records only episodes 0, k, 2k, ... (the subsampled learning
+    histories of Algorithm Distillation): the agent learns for k times as many steps and the
+    History holds `steps` of them. `on_step` is called after every step the agent takes.
     """
     if steps < 1:
         raise IclRlError(f"steps must be >= 1, got {steps}")
+    if episode_stride < 1:
+        raise IclRlError(f"episode_stride must be >= 1, got {episode_stride}")
     n = tasks.shape[0]
     if n < 1:
         raise IclRlError("need at least one task to roll out")
@@ -86,19 +94,30 @@ def rollout(
     dones = torch.empty(n, steps, dtype=torch.bool, device=dev)
     optimal = torch.empty(n, steps, dtype=torch.long, device=dev) if record_optimal else None
     expected = torch.empty(n, steps, device=dev) if hasattr(env, "expected_reward") else None
-    for t in tqdm(range(steps), disable=not progress, desc="rollout", leave=False):
+    # Episodes run in lockstep and have a fixed length, so which steps are kept is known
+    # without looking at `done`.
+    episode_len = env.spec.episode_len
+    t = 0  # steps recorded so far
+    for step in tqdm(itertools.count(), total=steps * episode_stride, disable=not progress,
+                     desc="rollout", leave=False):
+        if t == steps:
+            break
+        keep = (step // episode_len) % episode_stride == 0
         action = agent.act(obs)
-        observations[:, t] = obs
-        actions[:, t] = action
-        if optimal is not None:
-            optimal[:, t] = env.optimal_action()
-        if expected is not None:
-            expected[:, t] = env.expected_reward(action)
+        if keep:
+            observations[:, t] = obs
+            actions[:, t] = action
+            if optimal is not None:
+                optimal[:, t] = env.optimal_action()
+            if expected is not None:
+                expected[:, t] = env.expected_reward(action)
         next_obs, reward, done = env.step(action)
         agent.observe(obs, action, reward, next_obs, done)
-        rewards[:, t] = reward
-        dones[:, t] = done
+        if keep:
+            rewards[:, t] = reward
+            dones[:, t] = done
+            t += 1
         obs = next_obs
         if on_step is not None:
-            on_step(t)
+            on_step(step)
     return History(observations, actions, rewards, dones, tasks, optimal, expected)

@@ -199,3 +199,41 @@ def test_every_option_has_help(command, capsys):
     for field in dataclasses.fields(config_cls):
         assert f"--{field.name}" in text or f"--{field.name.replace('_', '-')}" in text
     assert text.count("(default:") >= len(dataclasses.fields(config_cls)) - 3
+
+
+@pytest.mark.parametrize("env_name,learner,stride", [("dark_room", "q_learning", 3),
+                                                      ("bernoulli_bandit", "ucb", 4)])
+def test_episode_stride_keeps_every_kth_episode(env_name, learner, stride):
+    """A strided history is exactly episodes 0, k, 2k, ... of the full learning history."""
+    from icl_rl.envs import make_env
+    from icl_rl.learners import make_learner
+    from icl_rl.rollout import rollout
+
+    env = make_env(env_name)
+    tasks = env.sample_tasks(8, torch.Generator().manual_seed(0))
+    ep = env.spec.episode_len
+    kept_episodes = 5
+
+    def run(steps, k):
+        return rollout(env, make_learner(learner, env), tasks, steps,
+                       torch.Generator().manual_seed(1), torch.Generator().manual_seed(2),
+                       episode_stride=k)
+
+    full = run(kept_episodes * stride * ep, 1)
+    strided = run(kept_episodes * ep, stride)
+    keep = torch.cat([torch.arange(e * ep, (e + 1) * ep)
+                      for e in range(0, kept_episodes * stride, stride)])
+    for name in ("observations", "actions", "rewards", "dones", "optimal_actions"):
+        assert torch.equal(getattr(strided, name), getattr(full, name)[:, keep]), name
+    assert not torch.equal(strided.actions, full.actions[:, :kept_episodes * ep])
+
+
+def test_generate_records_the_episode_stride(tmp_path):
+    out = main(small(tmp_path / "ds", env="dark_room", num_arms=None, learner="q_learning",
+                     num_histories=20,
+                     steps=60, episode_stride=5))
+    assert read_card(out)["episode_stride"] == 5
+    assert "every 5th episode of 300 steps" in (out / "README.md").read_text()
+    assert load_histories(out, "train").history.num_steps == 60
+    with pytest.raises(IclRlError, match="--episode-stride must be a positive integer"):
+        main(small(tmp_path / "bad", episode_stride=0))
