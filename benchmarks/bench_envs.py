@@ -3,8 +3,10 @@
 `python -m benchmarks.bench_envs [--quick]` prints JSON:
 - env steps/s of every registered env (random actions, env.step only);
 - transitions/s of every compatible (env, learner) rollout (the generate hot path);
-- the same transitions made the way the reference codebases make them, one task at a time in
-  plain Python, for one bandit and one gridworld pair, and the speed-up ratio.
+- the same transitions made one task at a time, for one bandit and one gridworld pair, and the
+  speed-up ratios: against the tightest plain-Python loop (scalars and lists), and, for
+  Q-learning on Dark Room, against the numpy `gymnasium.Env` + numpy Q-table loop that the
+  reference codebases write.
 """
 
 from __future__ import annotations
@@ -86,10 +88,55 @@ def reference_q_learning(tasks: int, steps: int, size: int = 9, ep_len: int = 20
             r = float((x, y) == goal)
             done = (t + 1) % ep_len == 0
             s2 = x * size + y
-            target = r + (0.0 if done else 0.9 * max(q[s2]))
+            target = r + 0.9 * max(q[s2])  # time limits are not terminal
             q[s][a] += 0.5 * (target - q[s][a])
             if done:
                 x = y = size // 2
+            eps = max(0.05, eps * 0.998)
+    return tasks * steps / (time.perf_counter() - t0)
+
+
+def reference_q_learning_gym(tasks: int, steps: int, size: int = 9, ep_len: int = 20) -> float:
+    """The same Q-learning written the way the reference codebases write it: a numpy
+    `gymnasium.Env` per task (instantiated directly, no wrappers) and a numpy Q-table, one
+    task after another; transitions/s."""
+    import gymnasium as gym
+    import numpy as np
+
+    class NumpyDarkRoom(gym.Env):
+        moves = np.array([[0, 0], [0, 1], [0, -1], [-1, 0], [1, 0]])
+
+        def __init__(self, goal):
+            self.goal = np.asarray(goal)
+            self.observation_space = gym.spaces.Box(0, size - 1, (2,), np.float32)
+            self.action_space = gym.spaces.Discrete(5)
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            self.pos, self.t = np.array([size // 2, size // 2]), 0
+            return self.pos.astype(np.float32), {}
+
+        def step(self, action):
+            self.pos = np.clip(self.pos + self.moves[action], 0, size - 1)
+            self.t += 1
+            reward = float(np.array_equal(self.pos, self.goal))
+            return self.pos.astype(np.float32), reward, False, self.t >= ep_len, {}
+
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    for _ in range(tasks):
+        env = NumpyDarkRoom(rng.integers(0, size, 2))
+        q = np.zeros((size * size, 5))
+        obs, _ = env.reset(seed=0)
+        eps = 1.0
+        for _ in range(steps):
+            s = int(obs[0]) * size + int(obs[1])
+            a = int(rng.integers(5)) if rng.random() < eps else int(np.argmax(q[s]))
+            obs, r, term, trunc, _ = env.step(a)
+            s2 = int(obs[0]) * size + int(obs[1])
+            q[s, a] += 0.5 * (r + 0.9 * np.max(q[s2]) - q[s, a])
+            if term or trunc:
+                obs, _ = env.reset()
             eps = max(0.05, eps * 0.998)
     return tasks * steps / (time.perf_counter() - t0)
 
@@ -107,11 +154,15 @@ def run(quick: bool = False) -> dict:
     ref_tasks = 8 if quick else 32
     ucb_ref = reference_ucb(ref_tasks, 500)
     q_ref = reference_q_learning(ref_tasks, 2000)
+    q_gym = reference_q_learning_gym(ref_tasks, 2000)
     res["reference_python_loop"] = {
         "bernoulli_bandit/ucb": {"transitions_per_s": ucb_ref, "speedup": res[
             "learner_transitions_per_s"]["bernoulli_bandit/ucb"] / ucb_ref},
         "dark_room/q_learning": {"transitions_per_s": q_ref, "speedup": res[
             "learner_transitions_per_s"]["dark_room/q_learning"] / q_ref},
+        # as the reference codebases run it: numpy Gymnasium env + numpy Q-table per task
+        "dark_room/q_learning_numpy_gym": {"transitions_per_s": q_gym, "speedup": res[
+            "learner_transitions_per_s"]["dark_room/q_learning"] / q_gym},
     }
     res["peak_rss_mb"] = peak_rss_mb()
     return res

@@ -69,7 +69,9 @@ def rollout(
 ) -> History:
     """Run `agent` on `tasks` [N, task_dim] for `steps` steps; returns the History.
 
-    Per step: agent.act -> (oracle action) -> env.step -> agent.observe. The env and the agent
+    Per step: agent.act -> (oracle action) -> env.step -> agent.observe. `observe` gets the
+    observation the step led to; after an auto-reset the next `act` gets the new episode's
+    first observation. The env and the agent
     draw from separate generators so that changing an agent never changes the task's rewards
     for the same actions.
 
@@ -112,7 +114,9 @@ def rollout(
             if expected is not None:
                 expected[:, t] = env.expected_reward(action)
         next_obs, reward, done = env.step(action)
-        agent.observe(obs, action, reward, next_obs, done)
+        # the transition's own next observation: at an episode's end, where it ended, not the
+        # auto-reset start of the next episode (env.final_obs equals next_obs on other steps)
+        agent.observe(obs, action, reward, env.final_obs, done)
         if keep:
             rewards[:, t] = reward
             dones[:, t] = done

@@ -83,6 +83,44 @@ def test_learner_improves_on_dark_room(learner):
     assert returns[-10:].mean() > 0.6 * oracle
 
 
+def test_greedy_q_learning_keeps_improving_through_time_limits():
+    """Optimistic greedy Q-learning bootstraps through the 20-step time limit (no terminal
+    states here), so once it has found a goal it stays on it: its learning curve keeps
+    rising. Cutting the bootstrap at the time limit made this curve fall after episode 80."""
+    env = make_env("dark_room")
+    tasks = env.task_set().repeat(2, 1)  # every goal, twice
+    learner = make_learner("q_learning", env, lr=0.9, gamma=0.95, init_q=1.0, epsilon=0.0)
+    h = rollout(env, learner, tasks, 20 * 150, torch.Generator().manual_seed(1),
+                torch.Generator().manual_seed(2))
+    env.reset(tasks)
+    frac = (h.episode_returns().mean(0) / env.optimal_episode_return().mean()).tolist()
+    assert frac[0] < 0.1 and frac[49] > 0.7 and frac[-1] > 0.9
+    assert min(frac[100:]) >= frac[79] - 0.02  # no decline late in learning
+
+
+def test_observe_sees_where_an_episode_ended_not_the_reset():
+    """At a time limit, `observe` gets the episode's last observation (to bootstrap from);
+    the next `act` gets the next episode's start."""
+    env = make_env("dark_room", size=5, episode_len=6)
+    seen = []
+
+    class Spy:
+        def reset(self, n, generator=None):
+            pass
+
+        def act(self, obs):
+            seen.append(("act", obs.clone()))
+            return torch.full((obs.shape[0],), 4)  # always right: ends the episode off-centre
+
+        def observe(self, obs, action, reward, next_obs, done):
+            seen.append(("observe", next_obs.clone(), bool(done[0])))
+
+    rollout(env, Spy(), env.task_set()[:3], 7)
+    end = next(i for i, e in enumerate(seen) if e[0] == "observe" and e[2])
+    assert not torch.equal(seen[end][1], seen[0][1])  # where episode 1 ended ...
+    assert torch.equal(seen[end + 1][1], seen[0][1])  # ... and episode 2 starts at the start
+
+
 def test_posterior_sampling_explores_without_knowing_the_goal():
     """Before its first reward the explorer acts the same whatever the goal; then it exploits."""
     env = make_env("dark_room")

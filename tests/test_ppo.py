@@ -86,7 +86,8 @@ def test_ppo_tasks_update_independently(normalize):
 
 
 def test_ppo_gae_matches_per_task_loop():
-    """Advantages never bootstrap across `done`; the buffer's end bootstraps with V(next)."""
+    """Every step bootstraps from V(the state it led to), time limits too; the GAE sum stops
+    at `done`."""
     env = make_env("dark_room", size=3, episode_len=4)
     gamma, lam, length, n = 0.8, 0.7, 6, 3
     learner = PPO(env, PPO.Params(gamma=gamma, lam=lam, rollout_len=length))
@@ -98,16 +99,16 @@ def test_ppo_gae_matches_per_task_loop():
     learner.rewards = torch.rand(n, length, generator=g)
     learner.dones = torch.zeros(n, length, dtype=torch.bool)
     learner.dones[0, 2] = learner.dones[1, length - 1] = True
-    last = torch.randint(0, env.num_states, (n,), generator=g)
-    adv, returns = learner.advantages(last)
+    learner.next_states = torch.randint(0, env.num_states, (n, length), generator=g)
+    adv, returns = learner.advantages()
     v = learner.values.detach().tolist()
     for i in range(n):
         running = 0.0
         for t in reversed(range(length)):
-            nxt = int(last[i]) if t == length - 1 else int(learner.states[i, t + 1])
+            nxt = int(learner.next_states[i, t])
             live = 0.0 if learner.dones[i, t] else 1.0
             s = int(learner.states[i, t])
-            delta = float(learner.rewards[i, t]) + gamma * v[i][nxt] * live - v[i][s]
+            delta = float(learner.rewards[i, t]) + gamma * v[i][nxt] - v[i][s]
             running = delta + gamma * lam * live * running
             assert adv[i, t].item() == pytest.approx(running, abs=1e-5)
             assert returns[i, t].item() == pytest.approx(running + v[i][s], abs=1e-5)

@@ -8,6 +8,7 @@ skip_first_batches, end_training. The same command runs on one CPU, one GPU, or 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 import json
 import logging
@@ -445,6 +446,13 @@ def main(config: TrainConfig) -> dict:
 
         hub.push_folder(model_dir, config.push_to_hub, "model", private=config.private)
         log.info("uploaded %s to the Hub model repo %s", model_dir, config.push_to_hub)
+    # Tear down in order, every rank together: the prepared model (DDP) holds the process
+    # group, so free it first; otherwise the group is destroyed only when main() returns, at
+    # the moment the other ranks exit, and gloo can hang there.
+    accelerator.wait_for_everyone()
+    del model, optimizer, scheduler, train_dl, val_dl
+    accelerator.free_memory()
+    gc.collect()
     accelerator.end_training()
     evals = [m["eval/loss"] for m in metrics if "eval/loss" in m]
     return {"model_dir": str(model_dir), "metrics": metrics, "steps": step,

@@ -24,7 +24,13 @@ class Agent(Protocol):
 
     def observe(self, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor,
                 done: Tensor) -> None:
-        """Learn from (or append to context) one transition of every task."""
+        """Learn from (or append to context) one transition of every task.
+
+        `next_obs` is the observation the step led to, also when the step ended the episode
+        (Gymnasium's final observation); the next `act` gets the next episode's first one.
+        `done` marks a time limit: no env here has terminal states, so a learner that
+        bootstraps values bootstraps from `next_obs` at `done` too.
+        """
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,7 @@ class PPO(Learner):
         self.actions = torch.zeros(n, length, dtype=torch.long)
         self.rewards = torch.zeros(n, length)
         self.dones = torch.zeros(n, length, dtype=torch.bool)
+        self.next_states = torch.zeros(n, length, dtype=torch.long)
         self.t = 0  # next free slot of the buffers
 
     def act(self, obs: Tensor) -> Tensor:
@@ -94,19 +95,24 @@ class PPO(Learner):
         self.actions[:, self.t] = action
         self.rewards[:, self.t] = reward
         self.dones[:, self.t] = done
+        self.next_states[:, self.t] = self.env.obs_to_state(next_obs)
         self.t += 1
         if self.t == self.params.rollout_len:
-            self.update(self.env.obs_to_state(next_obs))
+            self.update()
             self.t = 0
 
-    def advantages(self, last_next_state: Tensor) -> tuple[Tensor, Tensor]:
-        """GAE advantages and value targets [N, L] of the full buffers under the current V."""
+    def advantages(self) -> tuple[Tensor, Tensor]:
+        """GAE advantages and value targets [N, L] of the full buffers under the current V.
+
+        Every step bootstraps from V(the state it led to), at a time limit too (episodes end
+        by time limits, the state holds no time); the GAE sum stops at an episode's end.
+        """
         p = self.params
         with torch.no_grad():
             v = self.values[self.rows[:, None], self.states]  # [N, L]
-            v_next = torch.cat([v[:, 1:], self.values[self.rows, last_next_state][:, None]], 1)
-            live = (~self.dones).float()  # no bootstrap across an episode's end
-            delta = self.rewards + p.gamma * v_next * live - v
+            v_next = self.values[self.rows[:, None], self.next_states]  # [N, L]
+            live = (~self.dones).float()  # the advantage sum does not cross an episode's end
+            delta = self.rewards + p.gamma * v_next - v
             adv = torch.zeros_like(delta)
             running = torch.zeros_like(delta[:, 0])
             for t in reversed(range(p.rollout_len)):
@@ -114,10 +120,10 @@ class PPO(Learner):
                 adv[:, t] = running
         return adv, adv + v
 
-    def update(self, last_next_state: Tensor) -> None:
+    def update(self) -> None:
         """`epochs` full-batch steps of the clipped objective on every task at once."""
         p, rows = self.params, self.rows[:, None]  # rows [N, 1] broadcasts over time
-        adv, returns = self.advantages(last_next_state)
+        adv, returns = self.advantages()
         if p.normalize_advantages:
             std, mean = torch.std_mean(adv, dim=1, correction=0, keepdim=True)
             adv = (adv - mean) / (std + 1e-8)

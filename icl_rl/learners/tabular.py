@@ -35,8 +35,11 @@ class QLearningParams(LearnerParams):
 class QLearning(Learner):
     """Q[N, S, A] tables updated with one gather/scatter per step.
 
-    No bootstrapping across the end of an episode: with auto-reset the next observation then
-    belongs to the next episode. Draws per step: rand [N, A] (tie-breaking among equal
+    Episodes end by a time limit, never in a terminal state, and the state does not hold the
+    time, so the update at an episode's last step bootstraps from the state it ended in
+    (`next_obs`; see Agent.observe). Cutting the bootstrap there, as if the time limit were
+    terminal, pulls Q(goal, stay) down once per episode and walks the greedy policy off the
+    goal. Draws per step: rand [N, A] (tie-breaking among equal
     Q-values), rand [N] (explore?), randint [N] (which action).
     """
 
@@ -81,7 +84,7 @@ class QLearning(Learner):
         """One TD(0) update per task."""
         row = self._last[1] if self._last[0] is obs else self.row_base + self.env.obs_to_state(obs)
         row2 = self.row_base + self.env.obs_to_state(next_obs)
-        bootstrap = self.q_rows.index_select(0, row2).max(dim=1).values * (~done).float()
+        bootstrap = self.q_rows.index_select(0, row2).max(dim=1).values
         target = reward + self.params.gamma * bootstrap
         flat = row * self.spec.num_actions + action  # [N] entries of Q
         q_flat = self.q.view(-1)
