@@ -4,9 +4,9 @@
 - env steps/s of every registered env (random actions, env.step only);
 - transitions/s of every compatible (env, learner) rollout (the generate hot path);
 - the same transitions made one task at a time, for one bandit and one gridworld pair, and the
-  speed-up ratios: against the tightest plain-Python loop (scalars and lists), and, for
-  Q-learning on Dark Room, against the numpy `gymnasium.Env` + numpy Q-table loop that the
-  reference codebases write.
+  speed-up ratios: against the tightest plain-Python loop (scalars and lists), and against
+  the numpy loop the reference codebases write (numpy arrays per step; for Dark Room a numpy
+  `gymnasium.Env` and a numpy Q-table per task).
 """
 
 from __future__ import annotations
@@ -61,6 +61,25 @@ def reference_ucb(tasks: int, steps: int, arms: int = 5) -> float:
                 scores = [sums[k] / counts[k] + math.sqrt(2 * math.log(t) / counts[k])
                           for k in range(arms)]
                 a = scores.index(max(scores))
+            r = float(rng.random() < means[a])
+            counts[a] += 1
+            sums[a] += r
+    return tasks * steps / (time.perf_counter() - t0)
+
+
+def reference_ucb_numpy(tasks: int, steps: int, arms: int = 5) -> float:
+    """UCB1 on Bernoulli bandits one task at a time with numpy arrays per step, as the
+    reference codebases' bandit data generators do; transitions/s."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    for _ in range(tasks):
+        means = rng.random(arms)
+        counts, sums = np.zeros(arms), np.zeros(arms)
+        for t in range(steps):
+            a = (t if t < arms  # each arm once first
+                 else int(np.argmax(sums / counts + np.sqrt(2 * np.log(t) / counts))))
             r = float(rng.random() < means[a])
             counts[a] += 1
             sums[a] += r
@@ -153,11 +172,14 @@ def run(quick: bool = False) -> dict:
             learner_transitions_per_s(env_name, learner, tasks, steps, repeats))
     ref_tasks = 8 if quick else 32
     ucb_ref = reference_ucb(ref_tasks, 500)
+    ucb_np = reference_ucb_numpy(ref_tasks, 500)
     q_ref = reference_q_learning(ref_tasks, 2000)
     q_gym = reference_q_learning_gym(ref_tasks, 2000)
     res["reference_python_loop"] = {
         "bernoulli_bandit/ucb": {"transitions_per_s": ucb_ref, "speedup": res[
             "learner_transitions_per_s"]["bernoulli_bandit/ucb"] / ucb_ref},
+        "bernoulli_bandit/ucb_numpy": {"transitions_per_s": ucb_np, "speedup": res[
+            "learner_transitions_per_s"]["bernoulli_bandit/ucb"] / ucb_np},
         "dark_room/q_learning": {"transitions_per_s": q_ref, "speedup": res[
             "learner_transitions_per_s"]["dark_room/q_learning"] / q_ref},
         # as the reference codebases run it: numpy Gymnasium env + numpy Q-table per task

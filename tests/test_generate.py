@@ -16,6 +16,7 @@ from data_gen.generate import GenerateConfig, main, plan
 from icl_rl.config import parse_config
 from icl_rl.dataset import load_histories, read_card
 from icl_rl.errors import IclRlError
+from tests.launch import accelerate_launch
 
 
 def small(out, **kw) -> GenerateConfig:
@@ -164,18 +165,10 @@ def test_regenerated_folder_is_read_fresh(tmp_path):
 def test_accelerate_launch_two_ranks_gives_the_same_bytes(tmp_path):
     """`accelerate launch -m data_gen` on 2 CPU processes: each rank writes its own shards,
     rank 0 the card; the folder equals a single-process run's, byte for byte."""
-    import os
-
     args = ["--env", "dark_room", "--learner", "q_learning", "--num-histories", "300",
             "--steps", "60", "--shard-size", "50", "--heldout-fraction", "0.2"]
     main(parse_config(GenerateConfig, [*args, "--out", str(tmp_path / "one")]))
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-           "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", "0", "-m", "data_gen", *args,
-           "--out", str(tmp_path / "two")]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    accelerate_launch(["data_gen", *args, "--out", str(tmp_path / "two")])
     one, two = digest(tmp_path / "one"), digest(tmp_path / "two")
     assert one == two and len(one) == 9  # 5 + 2 shards, card, stamp
 

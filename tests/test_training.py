@@ -17,6 +17,7 @@ from icl_rl.data import WindowDataset
 from icl_rl.dataset import load_histories
 from icl_rl.errors import IclRlError
 from icl_rl.models import ADConfig, ADModel, shift_transitions, transition_tokens
+from tests.launch import accelerate_launch
 from training.train import TrainConfig
 from training.train import main as train
 
@@ -120,21 +121,12 @@ def test_resume_gives_identical_weights(ucb_data, tmp_path):
 
 def test_two_processes_match_one_process_with_double_batch(ucb_data, tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo) against 1 process with twice the batch."""
-    import os
-    import subprocess
-    import sys
-
     common = ["--dataset", str(ucb_data), "--context", "32", "--hidden-size", "32",
               "--num-layers", "2", "--num-heads", "2", "--max-steps", "12", "--warmup-steps",
               "2", "--log-every", "2", "--eval-every", "6", "--eval-batches", "2",
               "--save-every", "6", "--progress", "false"]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-           "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", "0", "-m", "training.train",
-           *common, "--batch-size", "8", "--out", str(tmp_path / "two")]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    accelerate_launch(["training.train", *common, "--batch-size", "8",
+                       "--out", str(tmp_path / "two")])
     one = train(TrainConfig(**{**tiny(ucb_data, tmp_path / "one").__dict__, "batch_size": 16,
                                "max_steps": 12, "log_every": 2, "eval_every": 6,
                                "save_every": 6}))
@@ -210,20 +202,11 @@ def test_streaming_training_learns_and_resumes_identically(ucb_data, tmp_path):
 def test_two_process_streaming_run(ucb_data, tmp_path):
     """Streaming under `accelerate launch` with 2 CPU processes: each rank reads its shards,
     gradients are synchronised, every rank ends with the same parameters."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-           "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", "0", "-m", "training.train",
-           "--dataset", str(ucb_data), "--out", str(tmp_path / "s2"), "--context", "32",
-           "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--batch-size", "8",
-           "--max-steps", "10", "--eval-every", "5", "--save-every", "0", "--streaming", "true",
-           "--progress", "false"]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    accelerate_launch(["training.train", "--dataset", str(ucb_data), "--out",
+                       str(tmp_path / "s2"), "--context", "32", "--hidden-size", "32",
+                       "--num-layers", "1", "--num-heads", "2", "--batch-size", "8",
+                       "--max-steps", "10", "--eval-every", "5", "--save-every", "0",
+                       "--streaming", "true", "--progress", "false"])
     rows = [json.loads(x) for x in (tmp_path / "s2/metrics.jsonl").read_text().splitlines()]
     sums = next(r["ranks/param_checksums"] for r in rows if "ranks/param_checksums" in r)
     assert len(sums) == 2 and sums[0] == sums[1]

@@ -1,0 +1,288 @@
+"""`icl-rl sweep`: an ablation sweep over variants of one generate -> train -> eval pipeline.
+
+A sweep file (YAML) holds the base settings of the three stages and the variants, each a set of
+overrides of the base:
+
+    out: runs/sweeps/bandit_context
+    generate: {env: bernoulli_bandit, learner: ucb, num_histories: 2000, steps: 100}
+    train: {context: 100, max_steps: 600}        # or a path to a train YAML file
+    eval: {num_tasks: 256, episodes: 100}
+    variants:
+      full: {}
+      one_step_memory: {train: {context: 1}}
+
+Each variant runs in `out/<variant>/` (run/, eval/); variants whose generate settings agree share
+one dataset under `out/datasets/`. The sweep is resumable: a variant whose evaluation finished
+is not run again, an interrupted training resumes from its last checkpoint and an interrupted
+generate from its finished shards. The variant's resolved settings are stamped into its folder:
+editing a finished variant's settings is refused rather than mixing old and new results.
+Output: `summary.json`, `summary.md` (one row per variant) and `curves.png`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_gen.generate import GenerateConfig
+from data_gen.generate import main as generate
+from data_gen.generate import validate as validate_generate
+from eval.evaluate import EvalConfig
+from eval.evaluate import main as evaluate
+from icl_rl.config import parse_config
+from icl_rl.dataset import atomic_write_text
+from icl_rl.errors import IclRlError
+from training.train import TrainConfig
+from training.train import main as train
+from training.train import validate as validate_train
+
+log = logging.getLogger(__name__)
+STAGES = {"generate": GenerateConfig, "train": TrainConfig, "eval": EvalConfig}
+# set by the sweep for every variant; a sweep file may not set them
+WIRED = {"generate": ("out",), "train": ("dataset", "out", "resume_from_checkpoint"),
+         "eval": ("model", "dataset", "out")}
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Run every variant of an ablation sweep (resumable) and tabulate what is left of
+    in-context learning in each."""
+
+    sweep: str = "configs/sweeps/bandit_memory.yaml"
+    """Sweep file (YAML): out, base generate/train/eval settings, variants of overrides."""
+    out: str | None = None
+    """Sweep folder (default: the sweep file's `out`)."""
+    only: str | None = None
+    """Comma-separated variants to run now (default: all); the summary covers every finished one."""
+
+
+@dataclass
+class Variant:
+    """One variant's three resolved stage configs."""
+
+    name: str
+    generate: GenerateConfig
+    train: TrainConfig
+    eval: EvalConfig
+
+
+def _load_yaml(path: Path, what: str) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise IclRlError(f"{what}: no such file {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise IclRlError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(values, dict):
+        raise IclRlError(f"{path}: expected a mapping")
+    return {str(k).replace("-", "_"): v for k, v in values.items()}
+
+
+def _stage_dict(value, sweep_file: Path, stage: str, where: str) -> dict:
+    """A stage's settings: a mapping, or a path (relative to the cwd) to a stage YAML file,
+    whose own paths (out, dataset, ...) give way to the sweep's."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        values = _load_yaml(Path(value), f"{sweep_file}: {where}")
+        return {k: v for k, v in values.items() if k not in WIRED[stage]}
+    if not isinstance(value, dict):
+        raise IclRlError(f"{sweep_file}: {where} must be a mapping of options or a YAML path")
+    return {str(k).replace("-", "_"): v for k, v in value.items()}
+
+
+def _build(stage: str, values: dict, wired: dict, sweep_file: Path, where: str):
+    cls = STAGES[stage]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise IclRlError(f"{sweep_file}: {where}: unknown {stage} option(s) "
+                         f"{', '.join(unknown)}; see `icl-rl {stage} --help`")
+    fixed = sorted(set(values) & set(WIRED[stage]))
+    if fixed:
+        raise IclRlError(f"{sweep_file}: {where}: {', '.join(fixed)} is set by the sweep for "
+                         "every variant; remove it")
+    try:
+        return cls(**{**values, **wired})
+    except TypeError as e:
+        raise IclRlError(f"{sweep_file}: {where}: {e}") from None
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def plan(config: SweepConfig) -> tuple[Path, list[Variant]]:
+    """Read and check the sweep file; every variant's configs, before anything runs."""
+    path = Path(config.sweep)
+    spec = _load_yaml(path, "--sweep")
+    unknown = sorted(set(spec) - {"out", "generate", "train", "eval", "variants"})
+    if unknown:
+        raise IclRlError(f"{path}: unknown key(s) {', '.join(unknown)}; a sweep file has out, "
+                         "generate, train, eval and variants")
+    out = Path(config.out or spec.get("out") or "")
+    if not str(out) or str(out) == ".":
+        raise IclRlError(f"{path}: no `out` folder; set it in the file or pass --out")
+    variants = spec.get("variants")
+    if not isinstance(variants, dict) or not variants:
+        raise IclRlError(f"{path}: `variants` must map variant names to overrides, e.g. "
+                         "{full: {}, short: {train: {context: 8}}}")
+    base = {s: _stage_dict(spec.get(s), path, s, s) for s in STAGES}
+    result = []
+    for name, over in variants.items():
+        name = str(name)
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise IclRlError(f"{path}: variant name {name!r}: use letters, digits, - and _")
+        over = over or {}
+        if not isinstance(over, dict) or set(over) - set(STAGES):
+            raise IclRlError(f"{path}: variant {name}: overrides must be a mapping with keys "
+                             "among generate, train, eval")
+        merged = {s: {**base[s], **_stage_dict(over.get(s), path, s, f"variant {name}: {s}")}
+                  for s in STAGES}
+        where = f"variant {name}"
+        gen = _build("generate", merged["generate"], {"out": ""}, path, where)
+        data = out / "datasets" / _digest(gen.identity())
+        gen = dataclasses.replace(gen, out=str(data))
+        run = out / name / "run"
+        tr = _build("train", merged["train"], {"dataset": str(data), "out": str(run),
+                                               "resume_from_checkpoint": "auto"}, path, where)
+        ev = _build("eval", merged["eval"], {"model": str(run / "model"), "dataset": str(data),
+                                             "out": str(out / name / "eval")}, path, where)
+        validate_generate(gen)
+        validate_train(tr)
+        result.append(Variant(name, gen, tr, ev))
+    if config.only:
+        wanted = [v.strip() for v in config.only.split(",") if v.strip()]
+        missing = sorted(set(wanted) - {v.name for v in result})
+        if missing:
+            raise IclRlError(f"--only: no variant(s) {', '.join(missing)} in {path} (it has "
+                             f"{', '.join(v.name for v in result)})")
+    return out, result
+
+
+def stamp(v: Variant) -> dict:
+    """What identifies a variant's results."""
+    return {s: dataclasses.asdict(getattr(v, s)) for s in STAGES}
+
+
+def run_variant(v: Variant, out: Path) -> dict:
+    """Generate (or reuse), train (or resume), evaluate; returns the eval results."""
+    folder = out / v.name
+    stamp_file = folder / "variant.json"
+    results_file = Path(v.eval.out) / "results.json"
+    if stamp_file.exists():
+        if json.loads(stamp_file.read_text()) != stamp(v):
+            raise IclRlError(f"{folder} holds variant {v.name} run with other settings "
+                             f"({stamp_file}); rename the variant or delete that folder")
+        if results_file.exists():
+            log.info("variant %s: done before, kept (%s)", v.name, results_file)
+            return json.loads(results_file.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stamp_file, json.dumps(stamp(v), indent=1))
+    if not (Path(v.generate.out) / "README.md").exists():
+        generate(v.generate)  # resumes its own unfinished shards
+    if not (Path(v.train.out) / "model" / "config.json").exists():
+        train(v.train)  # resume_from_checkpoint=auto
+    return evaluate(v.eval)
+
+
+def summarize(out: Path, variants: list[Variant]) -> dict:
+    """One row per finished variant: held-out loss, in-context improvement, oracle fraction."""
+    rows = {}
+    for v in variants:
+        results_file = Path(v.eval.out) / "results.json"
+        if not results_file.exists():
+            continue
+        res = json.loads(results_file.read_text())
+        metrics = Path(v.train.out, "metrics.jsonl")
+        losses = [json.loads(x)["eval/loss"] for x in metrics.read_text().splitlines()
+                  if "eval/loss" in x] if metrics.exists() else []
+        row = {"final_eval_loss": losses[-1] if losses else None,
+               "oracle_episode_return": res["oracle_episode_return"], "agents": {}}
+        for agent in ("model", "source"):
+            a = res["agents"].get(agent)
+            if a is None:
+                continue
+            row["agents"][agent] = {k: a.get(k) for k in (
+                "first_k_return", "last_k_return", "improvement", "improvement_ci95",
+                "fraction_of_oracle_last_k", "final_regret", "final_regret_ci95",
+                "episode_return_mean")}
+        rows[v.name] = row
+    summary = {"out": str(out), "variants": rows}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    atomic_write_text(out / "summary.md", summary_table(summary))
+    if rows:
+        plot(summary, out / "curves.png")
+    return summary
+
+
+def summary_table(summary: dict) -> str:
+    """Markdown: one row per variant, the model next to its source."""
+    lines = ["| variant | held-out loss | model: first-k -> last-k return | model improvement "
+             "(95% CI) | model / oracle, last k | source / oracle, last k | model final regret |",
+             "|---|---|---|---|---|---|---|"]
+
+    def f(x, fmt=".3f"):
+        return "-" if x is None else format(x, fmt)
+
+    for name, row in summary["variants"].items():
+        m, s = row["agents"].get("model", {}), row["agents"].get("source", {})
+        lines.append(
+            f"| {name} | {f(row['final_eval_loss'])} | {f(m.get('first_k_return'))} -> "
+            f"{f(m.get('last_k_return'))} | {f(m.get('improvement'))} ± "
+            f"{f(m.get('improvement_ci95'))} | {f(m.get('fraction_of_oracle_last_k'), '.2f')} | "
+            f"{f(s.get('fraction_of_oracle_last_k'), '.2f')} | {f(m.get('final_regret'), '.2f')} |")
+    return "# Ablation sweep\n\n" + "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path: Path) -> None:
+    """The model's in-context curve in every variant, as a fraction of the oracle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, row in summary["variants"].items():
+        curve = row["agents"].get("model", {}).get("episode_return_mean")
+        if curve:
+            oracle = row["oracle_episode_return"] or 1.0
+            ax.plot(range(1, len(curve) + 1), [c / oracle for c in curve], label=name)
+    ax.set_xlabel("episode in context")
+    ax.set_ylabel("model return / oracle")
+    ax.set_title("ablation sweep: held-out tasks")
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".tmp-{path.name}")
+    fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main(config: SweepConfig) -> dict:
+    """Run the variants not yet done; returns the summary."""
+    out, variants = plan(config)
+    wanted = ({v.strip() for v in config.only.split(",") if v.strip()} if config.only
+              else {v.name for v in variants})
+    for v in variants:
+        if v.name in wanted:
+            log.info("variant %s", v.name)
+            run_variant(v, out)
+    return summarize(out, variants)
+
+
+def cli(argv: list[str] | None = None) -> dict:
+    """Parse flags and run."""
+    return main(parse_config(SweepConfig, argv, prog="icl-rl sweep"))
+
+
+if __name__ == "__main__":
+    from icl_rl.cli import run
+
+    run("sweep")

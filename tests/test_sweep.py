@@ -1,0 +1,95 @@
+"""`icl-rl sweep`: variants run once, resume, refuse edited settings, and are summarised."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+import eval.sweep as sweep
+from eval.sweep import SweepConfig
+from icl_rl.errors import IclRlError
+
+BASE = {
+    "generate": {"env": "bernoulli_bandit", "num_arms": 3, "learner": "ucb",
+                 "num_histories": 80, "steps": 24, "shard_size": 40, "heldout_fraction": 0.25},
+    "train": {"context": 24, "hidden_size": 16, "num_layers": 1, "num_heads": 2,
+              "batch_size": 8, "max_steps": 6, "warmup_steps": 1, "eval_every": 3,
+              "save_every": 3, "eval_batches": 1, "progress": False},
+    "eval": {"num_tasks": 8, "episodes": 24, "baselines": "source,oracle", "progress": False},
+}
+
+
+def write(tmp_path, variants, **extra):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"out": str(tmp_path / "out"), **BASE, **extra,
+                                    "variants": variants}))
+    return str(path)
+
+
+def test_sweep_runs_each_variant_once_and_resumes(tmp_path, monkeypatch):
+    file = write(tmp_path, {"full": {}, "short": {"train": {"context": 4}}})
+    calls = {"generate": 0, "train": 0, "eval": 0}
+    for stage in calls:
+        real = getattr(sweep, stage if stage != "eval" else "evaluate")
+
+        def counted(cfg, real=real, stage=stage):
+            calls[stage] += 1
+            return real(cfg)
+
+        monkeypatch.setattr(sweep, stage if stage != "eval" else "evaluate", counted)
+
+    first = sweep.main(SweepConfig(sweep=file, only="full"))
+    assert list(first["variants"]) == ["full"] and calls == {"generate": 1, "train": 1,
+                                                              "eval": 1}
+    # the whole sweep now: `full` is done and kept, `short` reuses the dataset
+    out = tmp_path / "out"
+    kept = (out / "full/eval/results.json").read_bytes()
+    summary = sweep.main(SweepConfig(sweep=file))
+    assert calls == {"generate": 1, "train": 2, "eval": 2}
+    assert (out / "full/eval/results.json").read_bytes() == kept
+    assert set(summary["variants"]) == {"full", "short"}
+    assert len(list((out / "datasets").iterdir())) == 1
+    short = json.loads((out / "short/eval/results.json").read_text())
+    assert short["window"] == 4
+    table = (out / "summary.md").read_text()
+    assert "| full |" in table and "| short |" in table
+    assert (out / "curves.png").stat().st_size > 0
+    # an interrupted variant: its model is gone but checkpoints remain -> train resumes
+    import shutil
+
+    shutil.rmtree(out / "short/eval")
+    shutil.rmtree(out / "short/run/model")
+    sweep.main(SweepConfig(sweep=file))
+    assert calls == {"generate": 1, "train": 3, "eval": 3}
+    rows = [json.loads(x) for x in (out / "short/run/metrics.jsonl").read_text().splitlines()]
+    assert not any(r.get("step") in (1, 2) for r in rows[-3:])  # resumed at step 6, not 0
+
+
+def test_edited_finished_variant_is_refused(tmp_path):
+    file = write(tmp_path, {"full": {}})
+    sweep.main(SweepConfig(sweep=file))
+    edited = write(tmp_path, {"full": {"train": {"lr": 0.01}}})
+    with pytest.raises(IclRlError, match="run with other settings"):
+        sweep.main(SweepConfig(sweep=edited))
+
+
+@pytest.mark.parametrize(("variants", "extra", "msg"), [
+    ({"a": {"train": {"contxt": 3}}}, {}, "unknown train option"),
+    ({"a": {"train": {"out": "x"}}}, {}, "set by the sweep"),
+    ({"a": {"evaluate": {}}}, {}, "keys among generate, train, eval"),
+    ({"a/b": {}}, {}, "variant name"),
+    ({}, {}, "`variants` must map"),
+    ({"a": {"train": {"num_heads": 3}}}, {}, "divisible by --num-heads"),
+    ({"a": {}}, {"extra": 1}, "unknown key"),
+])
+def test_bad_sweep_files(tmp_path, variants, extra, msg):
+    with pytest.raises(IclRlError, match=msg):
+        sweep.main(SweepConfig(sweep=write(tmp_path, variants, **extra)))
+    assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+def test_only_names_a_missing_variant(tmp_path):
+    with pytest.raises(IclRlError, match="--only: no variant"):
+        sweep.main(SweepConfig(sweep=write(tmp_path, {"a": {}}), only="b"))
