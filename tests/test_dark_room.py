@@ -13,6 +13,7 @@ from icl_rl.dataset import load_histories
 from icl_rl.envs import make_env
 from icl_rl.errors import IclRlError
 from icl_rl.learners import compatible_pairs, make_learner
+from icl_rl.rng import TaskGenerators
 from icl_rl.rollout import rollout
 
 
@@ -69,11 +70,12 @@ def test_generated_split_never_trains_on_heldout_goals(tmp_path):
     assert torch.equal(train.history.tasks, goals[train.task_ids])
 
 
-@pytest.mark.parametrize("learner", ["q_learning", "noise_distill", "posterior_sampling"])
-def test_learner_improves_on_dark_room(learner):
+@pytest.mark.parametrize(("learner", "kw"), [
+    ("q_learning", {}), ("noise_distill", {"decay_steps": 600}), ("posterior_sampling", {}),
+    ("noise_distill", {"decay_steps": 600, "demonstrator": "posterior_sampling"})])
+def test_learner_improves_on_dark_room(learner, kw):
     env = make_env("dark_room")
     tasks = env.sample_tasks(256, torch.Generator().manual_seed(0))
-    kw = {"decay_steps": 600} if learner == "noise_distill" else {}
     h = rollout(env, make_learner(learner, env, **kw), tasks, 1600,
                 torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
     returns = h.episode_returns().mean(dim=0)  # [80]
@@ -121,21 +123,50 @@ def test_observe_sees_where_an_episode_ended_not_the_reset():
     assert torch.equal(seen[end + 1][1], seen[0][1])  # ... and episode 2 starts at the start
 
 
+def paired_streams(pairs: int) -> TaskGenerators:
+    """Agent random streams shared by rows 2i and 2i+1 (the same draws, different goals)."""
+    return TaskGenerators([1000 + i for i in range(pairs) for _ in range(2)])
+
+
 def test_posterior_sampling_explores_without_knowing_the_goal():
     """Before its first reward the explorer acts the same whatever the goal; then it exploits."""
     env = make_env("dark_room")
     tasks = env.task_set()[[0, 80]].repeat(64, 1)  # two far-apart goals, 64 times each
     agent = make_learner("posterior_sampling", env)
-    h = rollout(env, agent, tasks, 200, torch.Generator().manual_seed(1),
-                torch.Generator().manual_seed(2))
+    h = rollout(env, agent, tasks, 200, None, paired_streams(64))
     first = (h.rewards > 0).float().argmax(dim=1)  # step of the first reward
-    a, b = h.actions[0::2], h.actions[1::2]  # same random stream position, different goals
+    a, b = h.actions[0::2], h.actions[1::2]  # the same random stream, different goals
     both_searching = torch.arange(200) < torch.minimum(first[0::2], first[1::2])[:, None]
+    assert both_searching.sum(dim=1).float().mean() > 20  # a real search, not one walk
     assert torch.equal(a[both_searching], b[both_searching])
+    assert len({tuple(x) for x in h.actions[0::2, :3].tolist()}) > 3  # targets are sampled
     assert (h.rewards.sum(dim=1) > 0).all()
     returns = h.episode_returns()
     env.reset(tasks)
     assert (returns[:, -1] == env.optimal_episode_return()).all()  # exploits once found
+
+
+def test_noise_distill_with_a_searching_demonstrator_does_not_leak_the_goal():
+    """Noise injected into posterior sampling: before the first reward the actions do not
+    depend on the goal (the oracle demonstrator's do), and the demonstrator learns from the
+    noisy steps too, so it exploits once the noise is gone."""
+    env = make_env("dark_room")
+    tasks = env.task_set()[[0, 80]].repeat(64, 1)
+    for demo, leaks in (("posterior_sampling", False), ("oracle", True)):
+        agent = make_learner("noise_distill", env, demonstrator=demo, eps_start=0.5,
+                             eps_end=0.0, decay_steps=200)
+        h = rollout(env, agent, tasks, 400, None, paired_streams(64))
+        first = (h.rewards > 0).float().argmax(dim=1)
+        searching = torch.arange(400) < torch.minimum(first[0::2], first[1::2])[:, None]
+        same = torch.equal(h.actions[0::2][searching], h.actions[1::2][searching])
+        assert same != leaks, demo
+        returns = h.episode_returns()
+        env.reset(tasks)
+        assert (returns[:, -1] == env.optimal_episode_return()).float().mean() > 0.9
+    with pytest.raises(IclRlError, match="demonstrator 'nope'"):
+        make_learner("noise_distill", env, demonstrator="nope")
+    with pytest.raises(IclRlError, match="cannot be noise_distill"):
+        make_learner("noise_distill", env, demonstrator="noise_distill")
 
 
 def test_impossible_tasks_are_refused():

@@ -55,14 +55,14 @@ class GoalPosteriorSampling(Learner):
         super().reset(n, generator)
         self.possible = torch.ones(n, self.env.num_states, dtype=torch.bool)
         self.known = torch.zeros(n, dtype=torch.bool)
-        self.target = torch.zeros(n, dtype=torch.long)
+        self.target = torch.full((n,), -1, dtype=torch.long)  # none yet: sampled at the first act
         self.rows = torch.arange(n)
 
     def act(self, obs: Tensor) -> Tensor:
         """Walk toward the sampled goal; resample it once it is ruled out."""
         u = rng.rand(self.generator, self.possible.shape)
         candidate = torch.where(self.possible, u, -1.0).argmax(dim=1)  # uniform among possible
-        stale = ~self.possible[self.rows, self.target]
+        stale = (self.target < 0) | ~self.possible[self.rows, self.target.clamp(min=0)]
         self.target = torch.where(stale, candidate, self.target)
         plan = self.env.toward(obs.long(), self.cells[self.target])
         return self.explore(plan, self.params.epsilon)

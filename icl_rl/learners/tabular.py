@@ -103,13 +103,21 @@ class NoiseDistillParams(LearnerParams):
     """Floor reached after decay_steps."""
     decay_steps: int = 1000
     """Steps over which epsilon falls linearly from eps_start to eps_end."""
+    demonstrator: str = "oracle"
+    """Whose actions the noise is injected into: `oracle` (knows the task, as in AD^eps) or
+    the name of a learner for this env, e.g. `posterior_sampling`, which searches for the
+    goal without knowing it (it still learns from every step, noisy ones included)."""
 
 
 class NoiseDistill(Learner):
-    """Acts like the oracle with probability 1 - eps_t, else uniformly at random.
+    """Acts like the demonstrator with probability 1 - eps_t, else uniformly at random.
 
-    Histories improve smoothly from random to optimal at the cost of a rollout, with no
-    learning algorithm to run. Draws per step: rand [N], randint [N].
+    Histories improve smoothly from random to the demonstrator's level at the cost of a
+    rollout. With the oracle as demonstrator the noise-free actions point at the hidden goal
+    from the first step, so a model trained on such histories learns a search biased toward
+    the training goals; a demonstrator that has to search itself does not leak the goal.
+    Draws per step: the demonstrator's own draws (none for the oracle), then rand [N] and
+    randint [N].
     """
 
     Params = NoiseDistillParams
@@ -121,10 +129,23 @@ class NoiseDistill(Learner):
         if not (0 <= p.eps_end <= 1 and 0 <= p.eps_start <= 1 and p.decay_steps >= 1):
             raise IclRlError(f"noise_distill: need eps in [0, 1] and decay_steps >= 1: {p}")
         self.env = env
+        self.demo = None
+        if p.demonstrator != "oracle":
+            from icl_rl.learners import make_learner
+
+            if p.demonstrator == self.name:
+                raise IclRlError("noise_distill: the demonstrator cannot be noise_distill")
+            try:
+                self.demo = make_learner(p.demonstrator, env)
+            except IclRlError as e:
+                raise IclRlError(f"noise_distill: demonstrator {p.demonstrator!r}: {e}") \
+                    from None
 
     def reset(self, n: int, generator: torch.Generator | None = None) -> None:
-        """Back to full noise."""
+        """Back to full noise (and a demonstrator that knows nothing)."""
         super().reset(n, generator)
+        if self.demo is not None:
+            self.demo.reset(n, self.generator)  # one random stream for both
         self.steps = 0
 
     def epsilon(self) -> float:
@@ -134,9 +155,12 @@ class NoiseDistill(Learner):
         return p.eps_start + (p.eps_end - p.eps_start) * frac
 
     def act(self, obs: Tensor) -> Tensor:
-        """Oracle action, or noise."""
-        return self.explore(self.env.optimal_action(), self.epsilon())
+        """The demonstrator's action, or noise."""
+        planned = self.env.optimal_action() if self.demo is None else self.demo.act(obs)
+        return self.explore(planned, self.epsilon())
 
     def observe(self, obs, action, reward, next_obs, done) -> None:
-        """Only the clock advances."""
+        """The clock advances; a learning demonstrator learns from the step."""
+        if self.demo is not None:
+            self.demo.observe(obs, action, reward, next_obs, done)
         self.steps += 1
