@@ -57,6 +57,9 @@ class EvalConfig:
     """Episodes per task (for bandits one episode is one pull)."""
     greedy: bool = False
     """Take the model's most likely action instead of sampling from it."""
+    temperature: float = 1.0
+    """Sample from softmax(logits / temperature): below 1 sharpens the model's policy (e.g.
+    sheds the uniform noise a noise-distilled model imitates) while keeping it stochastic."""
     window: int | None = None
     """Tokens of context the model sees (default: its training context); older ones slide out."""
     baselines: str = "source,random,oracle,ucb,thompson"
@@ -264,7 +267,10 @@ def main(config: EvalConfig) -> dict:
     if not 1 <= k <= config.episodes:
         raise IclRlError(f"--improvement-k must be in [1, {config.episodes}]")
 
-    agents = {"model": ModelAgent(model, greedy=config.greedy, window=config.window)}
+    if not config.temperature > 0:
+        raise IclRlError(f"--temperature must be > 0, got {config.temperature}")
+    agents = {"model": ModelAgent(model, greedy=config.greedy, window=config.window,
+                                  temperature=config.temperature)}
     for b in [b.strip() for b in config.baselines.split(",") if b.strip()]:
         if b == "oracle":
             agents["oracle"] = OracleAgent(env)
@@ -285,6 +291,7 @@ def main(config: EvalConfig) -> dict:
                "tasks_from": tasks_from, "episodes": config.episodes,
                "episode_len": env.spec.episode_len, "window": agents["model"].window,
                "action_selection": "greedy" if config.greedy else "sampled",
+               "temperature": None if config.greedy else config.temperature,
                "improvement_k": k, "seed": config.seed, "agents": {}}
     histories = {}
     batch = config.batch_size or config.num_tasks
