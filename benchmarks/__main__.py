@@ -61,6 +61,9 @@ def table(results: dict) -> str:
                 lines.append(f"| eval KV cache, ctx {r['context']}, 256 tasks | "
                              f"{r['actions_per_s']:.0f} actions/s, "
                              f"{r['fraction_of_bandwidth_ceiling']:.0%} of bandwidth bound |")
+            elif r.get("mode") == "kv_cache_sdpa":
+                lines.append(f"| eval KV cache through SDPA (not the CPU fast path), ctx "
+                             f"{r['context']} | {r['actions_per_s']:.0f} actions/s |")
             elif "cache_speedup" in r:
                 lines.append(f"| eval cache vs recompute, ctx {r['context']} | "
                              f"{r['cache_speedup']:.0f}x |")

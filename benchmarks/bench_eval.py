@@ -25,9 +25,11 @@ def memory_bandwidth_gbs(mb: int = 512, repeats: int = 7) -> float:
     return 2 * src.numel() * 4 / t / 1e9
 
 
-def filled_agent(model: ADModel, tasks: int, context: int, use_cache: bool) -> ModelAgent:
+def filled_agent(model: ADModel, tasks: int, context: int, use_cache: bool,
+                 decode_attention: str | None = "eager") -> ModelAgent:
     """An agent whose context already holds `context` tokens of every task."""
-    agent = ModelAgent(model, greedy=True, window=context, use_cache=use_cache)
+    agent = ModelAgent(model, greedy=True, window=context, use_cache=use_cache,
+                       decode_attention=decode_attention)
     agent.reset(tasks)
     tokens = torch.randn(tasks, context, model.config.token_dim)
     if use_cache:
@@ -43,9 +45,10 @@ def filled_agent(model: ADModel, tasks: int, context: int, use_cache: bool) -> M
     return agent
 
 
-def bench(model: ADModel, tasks: int, context: int, use_cache: bool, repeats: int) -> dict:
+def bench(model: ADModel, tasks: int, context: int, use_cache: bool, repeats: int,
+          decode_attention: str | None = "eager") -> dict:
     """Median time of one action for all tasks at a full window."""
-    agent = filled_agent(model, tasks, context, use_cache)
+    agent = filled_agent(model, tasks, context, use_cache, decode_attention)
     obs = torch.zeros(tasks, model.config.obs_dim)
     r, d = torch.zeros(tasks), torch.zeros(tasks, dtype=torch.bool)
 
@@ -53,7 +56,9 @@ def bench(model: ADModel, tasks: int, context: int, use_cache: bool, repeats: in
         agent.observe(obs, agent.act(obs), r, obs, d)
 
     t = median_time(step, repeats, warmup=1)
-    res = {"context": context, "tasks": tasks, "mode": "kv_cache" if use_cache else "recompute",
+    mode = "recompute" if not use_cache else ("kv_cache" if decode_attention == "eager"
+                                              else "kv_cache_sdpa")
+    res = {"context": context, "tasks": tasks, "mode": mode,
            "step_s": t, "actions_per_s": tasks / t}
     if use_cache:
         res["cache_bytes"] = agent.cache_bytes()
@@ -75,7 +80,9 @@ def run(quick: bool = False) -> dict:
         cached["bandwidth_ceiling_actions_per_s"] = bw * 1e9 / cached["cache_bytes_read_per_action"]
         cached["fraction_of_bandwidth_ceiling"] = (cached["actions_per_s"]
                                                    / cached["bandwidth_ceiling_actions_per_s"])
-        rows += [cached, full]
+        # the model's own SDPA attention for the same cached step (the CPU fast path's baseline)
+        sdpa = bench(model, 256, context, True, 5 if quick else 15, decode_attention=None)
+        rows += [cached, sdpa, full]
         rows.append({"context": context, "cache_speedup": cached["actions_per_s"]
                      / full["actions_per_s"]})
     return {"benchmark": "eval", "machine": machine(), "memory_bandwidth_gbs": bw,

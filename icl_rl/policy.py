@@ -15,6 +15,8 @@ both).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -81,8 +83,13 @@ class ModelAgent:
     """A trained AD model acting in context on N tasks at once (the Agent protocol)."""
 
     def __init__(self, model: ADModel, greedy: bool = False, window: int | None = None,
-                 use_cache: bool = True, temperature: float = 1.0) -> None:
+                 use_cache: bool = True, temperature: float = 1.0,
+                 decode_attention: str | None = "eager") -> None:
         self.model = model.eval()
+        # One query over the cached keys is a batch of matrix-vector products; on a CPU plain
+        # matmul attention ("eager") reads the cache faster than SDPA's flash kernel (see
+        # docs/benchmarks.md). Used for cached decoding on CPU only; None keeps the model's.
+        self.decode_attention = decode_attention
         self.greedy = greedy
         self.window = window or model.config.max_context
         if self.window < 1:
@@ -114,7 +121,8 @@ class ModelAgent:
                                   self.num_actions, self.model.config.obs_levels)[:, None]
         if self.use_cache:
             pos = torch.full((self.n, 1), self.t, device=self.device)
-            out = self.model(token, cache=self.cache, use_cache=True, position_ids=pos)
+            with self._attention_for_decoding():
+                out = self.model(token, cache=self.cache, use_cache=True, position_ids=pos)
         else:
             self.tokens = (self.tokens + [token])[-self.window:]
             out = self.model(torch.cat(self.tokens, dim=1))
@@ -131,6 +139,20 @@ class ModelAgent:
         self.prev_action = action.to(self.device).long()
         self.prev_reward = reward.to(self.device).float()
         self.episode_start = done.to(self.device).bool()
+
+    @contextmanager
+    def _attention_for_decoding(self):
+        """Switch the backbone to `decode_attention` for one cached step on CPU."""
+        config = self.model.backbone.config
+        before = config._attn_implementation
+        switch = self.decode_attention is not None and self.device.type == "cpu"
+        if switch:
+            config._attn_implementation = self.decode_attention
+        try:
+            yield
+        finally:
+            if switch:
+                config._attn_implementation = before
 
     def cache_bytes(self) -> int:
         """Bytes held by the KV cache (flat once the window is full)."""

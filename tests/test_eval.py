@@ -66,6 +66,28 @@ def test_sliding_window_cache_matches_recompute():
     assert agree > 0.9, agree
 
 
+def test_cpu_decoding_attention_equals_the_models_own():
+    """Cached decoding through plain matmul attention (the CPU fast path) gives the logits of
+    the model's own SDPA attention, and leaves the model's setting as it was."""
+    w, steps = 16, 48
+    model = small_model(w)
+    env = make_env("bernoulli_bandit", num_arms=5)
+    tasks = env.sample_tasks(32, torch.Generator().manual_seed(0))
+
+    def logits(decode_attention):
+        agent = ModelAgent(model, greedy=True, window=w, decode_attention=decode_attention)
+        out = []
+        rollout(env, agent, tasks, steps, torch.Generator().manual_seed(1),
+                torch.Generator().manual_seed(2),
+                on_step=lambda _t: out.append(agent.last_logits))
+        return torch.stack(out, dim=1)
+
+    before = model.backbone.config._attn_implementation
+    fast, own = logits("eager"), logits(None)
+    assert (fast - own).abs().max() < 1e-5
+    assert model.backbone.config._attn_implementation == before
+
+
 def test_ten_times_the_context_with_flat_memory():
     w = 16
     model = small_model(w)
