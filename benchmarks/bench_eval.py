@@ -8,7 +8,9 @@ reference codebases do.
 
 from __future__ import annotations
 
+import statistics
 import sys
+import time
 
 import torch
 
@@ -45,9 +47,9 @@ def filled_agent(model: ADModel, tasks: int, context: int, use_cache: bool,
     return agent
 
 
-def bench(model: ADModel, tasks: int, context: int, use_cache: bool, repeats: int,
-          decode_attention: str | None = "eager") -> dict:
-    """Median time of one action for all tasks at a full window."""
+def stepper(model: ADModel, tasks: int, context: int, use_cache: bool,
+            decode_attention: str | None = "eager"):
+    """(one action for every task at a full window, the agent)."""
     agent = filled_agent(model, tasks, context, use_cache, decode_attention)
     obs = torch.zeros(tasks, model.config.obs_dim)
     r, d = torch.zeros(tasks), torch.zeros(tasks, dtype=torch.bool)
@@ -55,12 +57,28 @@ def bench(model: ADModel, tasks: int, context: int, use_cache: bool, repeats: in
     def step():
         agent.observe(obs, agent.act(obs), r, obs, d)
 
-    t = median_time(step, repeats, warmup=1)
-    mode = "recompute" if not use_cache else ("kv_cache" if decode_attention == "eager"
-                                              else "kv_cache_sdpa")
-    res = {"context": context, "tasks": tasks, "mode": mode,
-           "step_s": t, "actions_per_s": tasks / t}
-    if use_cache:
+    return step, agent
+
+
+def interleaved_medians(steps: list, repeats: int) -> list[float]:
+    """Median time of each step, timed in turn (a, b, a, b, ...) so that a drift of the
+    machine's speed hits both alike."""
+    for step in steps:
+        step()
+    times = [[] for _ in steps]
+    for _ in range(repeats):
+        for step, ts in zip(steps, times, strict=True):
+            t0 = time.perf_counter()
+            step()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
+
+
+def row(context: int, tasks: int, mode: str, t: float, agent: ModelAgent | None = None) -> dict:
+    """One result row."""
+    res = {"context": context, "tasks": tasks, "mode": mode, "step_s": t,
+           "actions_per_s": tasks / t}
+    if agent is not None:
         res["cache_bytes"] = agent.cache_bytes()
         res["cache_bytes_read_per_action"] = agent.cache_bytes() / tasks
     return res
@@ -74,17 +92,22 @@ def run(quick: bool = False) -> dict:
     bw = memory_bandwidth_gbs()
     rows = []
     for context in (256, 1024):
-        cached = bench(model, 256, context, True, 5 if quick else 15)
-        full = bench(model, 256, context, False, 1 if quick else 3)
+        # the CPU fast path (plain matmul attention) and the model's own SDPA attention for
+        # the same cached step, timed in turn
+        fast, fast_agent = stepper(model, 256, context, True)
+        sdpa, sdpa_agent = stepper(model, 256, context, True, decode_attention=None)
+        t_fast, t_sdpa = interleaved_medians([fast, sdpa], 6 if quick else 20)
+        cached = row(context, 256, "kv_cache", t_fast, fast_agent)
+        del fast_agent, sdpa_agent, fast, sdpa
+        recompute, _ = stepper(model, 256, context, False)
+        full = row(context, 256, "recompute", median_time(recompute, 1 if quick else 3))
         # Memory-bound ceiling: every action must read its task's whole cache once.
         cached["bandwidth_ceiling_actions_per_s"] = bw * 1e9 / cached["cache_bytes_read_per_action"]
         cached["fraction_of_bandwidth_ceiling"] = (cached["actions_per_s"]
                                                    / cached["bandwidth_ceiling_actions_per_s"])
-        # the model's own SDPA attention for the same cached step (the CPU fast path's baseline)
-        sdpa = bench(model, 256, context, True, 5 if quick else 15, decode_attention=None)
-        rows += [cached, sdpa, full]
+        rows += [cached, row(context, 256, "kv_cache_sdpa", t_sdpa), full]
         rows.append({"context": context, "cache_speedup": cached["actions_per_s"]
-                     / full["actions_per_s"]})
+                     / full["actions_per_s"], "fast_path_speedup": t_sdpa / t_fast})
     return {"benchmark": "eval", "machine": machine(), "memory_bandwidth_gbs": bw,
             "model": {"hidden_size": 128, "num_layers": 4}, "results": rows,
             "peak_rss_mb": peak_rss_mb()}
