@@ -235,12 +235,19 @@ whatever improvement the model shows, it learns in context.
 """
 
 
-def main(config: EvalConfig) -> dict:
-    """Run the evaluation; returns the results dict (also written to results.json)."""
+def validate(config: EvalConfig) -> None:
+    """Check the options that need no model or dataset, before anything heavy runs."""
     if config.report_to not in ("none", "wandb"):
         raise IclRlError(f"--report-to must be none or wandb, got {config.report_to!r}")
-    require_positive(config, "batch_size", optional=True)
+    require_positive(config, "batch_size", "window", "improvement_k", optional=True)
     require_positive(config, "num_tasks", "episodes")
+    if not config.temperature > 0:
+        raise IclRlError(f"--temperature must be > 0, got {config.temperature}")
+
+
+def main(config: EvalConfig) -> dict:
+    """Run the evaluation; returns the results dict (also written to results.json)."""
+    validate(config)
     model = load_model(config.model)
     mc = model.config
     if config.env is not None and config.env != mc.env_name:
@@ -267,8 +274,6 @@ def main(config: EvalConfig) -> dict:
     if not 1 <= k <= config.episodes:
         raise IclRlError(f"--improvement-k must be in [1, {config.episodes}]")
 
-    if not config.temperature > 0:
-        raise IclRlError(f"--temperature must be > 0, got {config.temperature}")
     agents = {"model": ModelAgent(model, greedy=config.greedy, window=config.window,
                                   temperature=config.temperature)}
     for b in [b.strip() for b in config.baselines.split(",") if b.strip()]:

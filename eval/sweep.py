@@ -33,6 +33,7 @@ from data_gen.generate import main as generate
 from data_gen.generate import validate as validate_generate
 from eval.evaluate import EvalConfig
 from eval.evaluate import main as evaluate
+from eval.evaluate import validate as validate_eval
 from icl_rl.config import parse_config
 from icl_rl.dataset import atomic_write_text
 from icl_rl.errors import IclRlError
@@ -156,6 +157,7 @@ def plan(config: SweepConfig) -> tuple[Path, list[Variant]]:
                                              "out": str(out / name / "eval")}, path, where)
         validate_generate(gen)
         validate_train(tr)
+        validate_eval(ev)
         result.append(Variant(name, gen, tr, ev))
     if config.only:
         wanted = [v.strip() for v in config.only.split(",") if v.strip()]

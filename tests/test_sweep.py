@@ -82,6 +82,8 @@ def test_edited_finished_variant_is_refused(tmp_path):
     ({"a/b": {}}, {}, "variant name"),
     ({}, {}, "`variants` must map"),
     ({"a": {"train": {"num_heads": 3}}}, {}, "divisible by --num-heads"),
+    ({"a": {"eval": {"episodes": 0}}}, {}, "--episodes must be a positive integer"),
+    ({"a": {"eval": {"temperature": 0.0}}}, {}, "--temperature must be > 0"),
     ({"a": {}}, {"extra": 1}, "unknown key"),
 ])
 def test_bad_sweep_files(tmp_path, variants, extra, msg):
