@@ -43,23 +43,26 @@ def small_model(window: int) -> ADModel:
                             num_heads=4, max_context=window)).eval()
 
 
+def greedy_rollout(model, tasks, steps, **agent_kw):
+    """Greedy rollout on 5-arm bandits: (History, logits [N, T, A])."""
+    env = make_env("bernoulli_bandit", num_arms=5)
+    agent = ModelAgent(model, greedy=True, **agent_kw)
+    logits = []
+    h = rollout(env, agent, tasks, steps, torch.Generator().manual_seed(1),
+                torch.Generator().manual_seed(2),
+                on_step=lambda _t: logits.append(agent.last_logits))
+    return h, torch.stack(logits, dim=1)
+
+
 def test_sliding_window_cache_matches_recompute():
     """Same actions as recomputing the window: exactly before the first eviction, and all but
     a few after it (cached keys of deeper layers still carry evicted tokens' influence)."""
     w, steps = 16, 64
     model = small_model(w)
-    env = make_env("bernoulli_bandit", num_arms=5)
-    tasks = env.sample_tasks(64, torch.Generator().manual_seed(0))
-
-    def run(use_cache):
-        agent = ModelAgent(model, greedy=True, window=w, use_cache=use_cache)
-        logits = []
-        h = rollout(env, agent, tasks, steps, torch.Generator().manual_seed(1),
-                    torch.Generator().manual_seed(2),
-                    on_step=lambda _t: logits.append(agent.last_logits))
-        return h, torch.stack(logits, dim=1)
-
-    (hc, lc), (hf, lf) = run(True), run(False)
+    tasks = make_env("bernoulli_bandit", num_arms=5).sample_tasks(
+        64, torch.Generator().manual_seed(0))
+    (hc, lc), (hf, lf) = (greedy_rollout(model, tasks, steps, window=w, use_cache=c)
+                          for c in (True, False))
     assert (lc[:, :w] - lf[:, :w]).abs().max() < 1e-4
     assert torch.equal(hc.actions[:, :w], hf.actions[:, :w])
     agree = (hc.actions[:, w:] == hf.actions[:, w:]).float().mean()
@@ -71,19 +74,11 @@ def test_cpu_decoding_attention_equals_the_models_own():
     the model's own SDPA attention, and leaves the model's setting as it was."""
     w, steps = 16, 48
     model = small_model(w)
-    env = make_env("bernoulli_bandit", num_arms=5)
-    tasks = env.sample_tasks(32, torch.Generator().manual_seed(0))
-
-    def logits(decode_attention):
-        agent = ModelAgent(model, greedy=True, window=w, decode_attention=decode_attention)
-        out = []
-        rollout(env, agent, tasks, steps, torch.Generator().manual_seed(1),
-                torch.Generator().manual_seed(2),
-                on_step=lambda _t: out.append(agent.last_logits))
-        return torch.stack(out, dim=1)
-
+    tasks = make_env("bernoulli_bandit", num_arms=5).sample_tasks(
+        32, torch.Generator().manual_seed(0))
     before = model.backbone.config._attn_implementation
-    fast, own = logits("eager"), logits(None)
+    (_, fast), (_, own) = (greedy_rollout(model, tasks, steps, window=w, decode_attention=a)
+                           for a in ("eager", None))
     assert (fast - own).abs().max() < 1e-5
     assert model.backbone.config._attn_implementation == before
 
