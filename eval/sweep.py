@@ -53,7 +53,7 @@ class SweepConfig:
     """Run every variant of an ablation sweep (resumable) and tabulate what is left of
     in-context learning in each."""
 
-    sweep: str = "configs/sweeps/bandit_memory.yaml"
+    sweep: str = "configs/sweeps/bandit_ingredients.yaml"
     """Sweep file (YAML): out, base generate/train/eval settings, variants of overrides."""
     out: str | None = None
     """Sweep folder (default: the sweep file's `out`)."""

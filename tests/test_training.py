@@ -211,3 +211,25 @@ def test_two_process_streaming_run(ucb_data, tmp_path):
     sums = next(r["ranks/param_checksums"] for r in rows if "ranks/param_checksums" in r)
     assert len(sums) == 2 and sums[0] == sums[1]
     assert any("eval/loss" in r for r in rows)
+
+
+def test_hidden_inputs_are_never_seen(tmp_path):
+    """An ablation model ignores the hidden parts of its tokens, keeps the rest, and saves
+    which parts it hides."""
+    cfg = ADConfig(obs_dim=1, num_actions=3, hidden_size=16, num_layers=1, num_heads=2,
+                   max_context=8, hidden_inputs=["reward"])
+    torch.manual_seed(0)
+    model = ADModel(cfg).eval()
+    tokens = torch.randn(2, 8, cfg.token_dim)
+    reward, action = cfg.token_slices()["reward"], cfg.token_slices()["action"]
+    other_reward, other_action = tokens.clone(), tokens.clone()
+    other_reward[..., reward] += 5.0
+    other_action[..., action] += 5.0
+    with torch.no_grad():
+        base = model(tokens).logits
+        assert torch.equal(model(other_reward).logits, base)
+        assert not torch.allclose(model(other_action).logits, base)
+    model.save_pretrained(tmp_path / "m")
+    assert AutoModel.from_pretrained(tmp_path / "m").config.hidden_inputs == ["reward"]
+    with pytest.raises(IclRlError, match="--hide-inputs: unknown part 'rewards'"):
+        train(TrainConfig(dataset="unused", out=str(tmp_path / "x"), hide_inputs="rewards"))

@@ -58,6 +58,9 @@ class TrainConfig:
     """Attention heads."""
     dropout: float = 0.0
     """Attention dropout."""
+    hide_inputs: str | None = None
+    """Comma-separated parts of every token the model never sees: action, reward,
+    episode_start, observation (ablations of the ingredients of in-context RL)."""
     init_model: str | None = None
     """Start from this trained model folder instead of a fresh one (same env family)."""
     batch_size: int = 32
@@ -116,6 +119,10 @@ def validate(config: TrainConfig) -> None:
     for name in ("warmup_steps", "eval_every", "save_every", "num_workers"):
         if getattr(config, name) < 0:
             raise IclRlError(f"--{name.replace('_', '-')} must be >= 0")
+    for name in hidden_inputs(config):
+        if name not in ("action", "reward", "episode_start", "observation"):
+            raise IclRlError(f"--hide-inputs: unknown part {name!r}; choose among action, "
+                             "reward, episode_start, observation")
     if config.hidden_size % config.num_heads:
         raise IclRlError(f"--hidden-size {config.hidden_size} must be divisible by --num-heads "
                          f"{config.num_heads}")
@@ -129,12 +136,21 @@ def validate(config: TrainConfig) -> None:
         raise IclRlError(f"--report-to: unknown tracker(s) {bad}; use none, wandb, tensorboard")
 
 
+def hidden_inputs(config: TrainConfig) -> list[str]:
+    """--hide-inputs as a list."""
+    return [x.strip() for x in (config.hide_inputs or "").split(",") if x.strip()]
+
+
 def build_model(config: TrainConfig, meta: dict) -> ADModel:
     """A fresh model for the dataset's env, or `--init-model` checked against it."""
     spec = meta["env"]["spec"]
     if config.init_model:
         model = load_model(config.init_model)
         check_env(model.config, meta, config.init_model, config.dataset)
+        if hidden_inputs(config) and hidden_inputs(config) != model.config.hidden_inputs:
+            raise IclRlError(f"--hide-inputs {config.hide_inputs}: {config.init_model} was "
+                             f"trained hiding {model.config.hidden_inputs or 'nothing'}; "
+                             "train a new model for another ablation")
         if config.context > model.config.max_context:
             raise IclRlError(
                 f"--context {config.context} is longer than the model's context "
@@ -148,6 +164,7 @@ def build_model(config: TrainConfig, meta: dict) -> ADModel:
         env_params=meta["env"]["params"], hidden_size=config.hidden_size,
         num_layers=config.num_layers, num_heads=config.num_heads,
         max_context=config.context, dropout=config.dropout,
+        hidden_inputs=hidden_inputs(config),
     ))
 
 

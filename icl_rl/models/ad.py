@@ -36,6 +36,7 @@ class ADConfig(PreTrainedConfig):
         max_context: int = 256,
         dropout: float = 0.0,
         rope_theta: float = 10000.0,
+        hidden_inputs: list[str] | None = None,
         **kwargs,
     ) -> None:
         self.obs_dim = obs_dim
@@ -52,6 +53,8 @@ class ADConfig(PreTrainedConfig):
         self.max_context = max_context  # transitions (= tokens) per training window
         self.dropout = dropout
         self.rope_theta = rope_theta
+        # parts of the token zeroed before the embedding: ablations of what in-context RL needs
+        self.hidden_inputs = list(hidden_inputs or [])
         super().__init__(**kwargs)
 
     def backbone_config(self) -> LlamaConfig:
@@ -83,6 +86,20 @@ class ADConfig(PreTrainedConfig):
     def token_dim(self) -> int:
         """Width of a raw token: obs, one-hot previous action, previous reward, two flags."""
         return self.obs_features + self.num_actions + 3
+
+    def token_slices(self) -> dict[str, slice]:
+        """Where each part of a raw token lies (see transition_tokens)."""
+        o, a = self.obs_features, self.num_actions
+        return {"observation": slice(0, o), "action": slice(o, o + a),
+                "reward": slice(o + a, o + a + 1), "episode_start": slice(o + a + 1, o + a + 2)}
+
+    def input_mask(self) -> list[float]:
+        """1 for the token features the model sees, 0 for those in `hidden_inputs`."""
+        mask = [1.0] * self.token_dim
+        for name in self.hidden_inputs:
+            part = self.token_slices()[name]
+            mask[part] = [0.0] * (part.stop - part.start)
+        return mask
 
 
 def encode_obs(obs: Tensor, obs_levels: list[int] | None) -> Tensor:
@@ -176,6 +193,8 @@ class ADModel(PreTrainedModel):
 
         `attention_mask` [B, T] is 1 for real steps and 0 for padding; padded steps get no loss.
         """
+        if self.config.hidden_inputs:  # an ablation: some parts of the token are never seen
+            tokens = tokens * tokens.new_tensor(self.config.input_mask())
         x = self.embed(tokens)  # [B, T, d]
         out = self.backbone(inputs_embeds=x, attention_mask=attention_mask,
                             position_ids=position_ids, cache=cache, use_cache=use_cache,
