@@ -298,8 +298,16 @@ def _process_group():
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    return PartialState()
+    # As AcceleratorState does: without cpu=True, PartialState on a machine without a GPU
+    # silently falls back to one process (every rank rank 0 of 1, all writing every shard).
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
+    if state.num_processes != int(os.environ["WORLD_SIZE"]):
+        raise IclRlError(f"launched as {os.environ['WORLD_SIZE']} processes but accelerate "
+                         f"set up {state.num_processes}; check the launcher's settings")
+    return state
 
 
 def main(config: GenerateConfig) -> Path:
@@ -326,6 +334,8 @@ def main(config: GenerateConfig) -> Path:
     if len(todo) < len(jobs) and rank == 0:
         log.info("resuming: %d of %d shards already written", len(jobs) - len(todo), len(jobs))
     todo = todo[rank::world]  # shards are independent: any split of them gives the same bytes
+    if group:
+        log.info("rank %d of %d writes %d shards", rank, world, len(todo))
     bar = tqdm(total=sum(j.size for j in todo), unit="hist", desc=f"generate {config.learner}",
                disable=rank != 0)
     if config.num_proc == 1 or len(todo) <= 1:

@@ -168,7 +168,9 @@ def test_accelerate_launch_two_ranks_gives_the_same_bytes(tmp_path):
     args = ["--env", "dark_room", "--learner", "q_learning", "--num-histories", "300",
             "--steps", "60", "--shard-size", "50", "--heldout-fraction", "0.2"]
     main(parse_config(GenerateConfig, [*args, "--out", str(tmp_path / "one")]))
-    accelerate_launch(["data_gen", *args, "--out", str(tmp_path / "two")])
+    log = accelerate_launch(["data_gen", *args, "--out", str(tmp_path / "two")]).stdout
+    # both ranks took part, each with its own shards (3 + 4 of 7: 5 train, 2 test)
+    assert "rank 0 of 2 writes 4 shards" in log and "rank 1 of 2 writes 3 shards" in log, log
     one, two = digest(tmp_path / "one"), digest(tmp_path / "two")
     assert one == two and len(one) == 9  # 5 + 2 shards, card, stamp
 
