@@ -160,12 +160,17 @@ def plan(config: SweepConfig) -> tuple[Path, list[Variant]]:
         validate_eval(ev)
         result.append(Variant(name, gen, tr, ev))
     if config.only:
-        wanted = [v.strip() for v in config.only.split(",") if v.strip()]
+        wanted = only(config)
         missing = sorted(set(wanted) - {v.name for v in result})
         if missing:
             raise IclRlError(f"--only: no variant(s) {', '.join(missing)} in {path} (it has "
                              f"{', '.join(v.name for v in result)})")
     return out, result
+
+
+def only(config: SweepConfig) -> list[str]:
+    """--only as a list of variant names."""
+    return [v.strip() for v in (config.only or "").split(",") if v.strip()]
 
 
 def stamp(v: Variant) -> dict:
@@ -270,8 +275,7 @@ def plot(summary: dict, path: Path) -> None:
 def main(config: SweepConfig) -> dict:
     """Run the variants not yet done; returns the summary."""
     out, variants = plan(config)
-    wanted = ({v.strip() for v in config.only.split(",") if v.strip()} if config.only
-              else {v.name for v in variants})
+    wanted = set(only(config)) if config.only else {v.name for v in variants}
     for v in variants:
         if v.name in wanted:
             log.info("variant %s", v.name)

@@ -71,9 +71,8 @@ def rollout(
 
     Per step: agent.act -> (oracle action) -> env.step -> agent.observe. `observe` gets the
     observation the step led to; after an auto-reset the next `act` gets the new episode's
-    first observation. The env and the agent
-    draw from separate generators so that changing an agent never changes the task's rewards
-    for the same actions.
+    first observation. The env and the agent draw from separate generators so that changing
+    an agent never changes the task's rewards for the same actions.
 
     `episode_stride` k > 1 records only episodes 0, k, 2k, ... (the subsampled learning
     histories of Algorithm Distillation): the agent learns for k times as many steps and the

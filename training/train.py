@@ -120,9 +120,9 @@ def validate(config: TrainConfig) -> None:
         if getattr(config, name) < 0:
             raise IclRlError(f"--{name.replace('_', '-')} must be >= 0")
     for name in hidden_inputs(config):
-        if name not in ("action", "reward", "episode_start", "observation"):
-            raise IclRlError(f"--hide-inputs: unknown part {name!r}; choose among action, "
-                             "reward, episode_start, observation")
+        if name not in ADConfig.TOKEN_PARTS:
+            raise IclRlError(f"--hide-inputs: unknown part {name!r}; choose among "
+                             f"{', '.join(ADConfig.TOKEN_PARTS)}")
     if config.hidden_size % config.num_heads:
         raise IclRlError(f"--hidden-size {config.hidden_size} must be divisible by --num-heads "
                          f"{config.num_heads}")

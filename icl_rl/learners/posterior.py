@@ -69,9 +69,7 @@ class GoalPosteriorSampling(Learner):
 
     def observe(self, obs, action, reward, next_obs, done) -> None:
         """Rule out the cell the step ended on, or learn that it is the goal."""
-        # With auto-reset next_obs may already be the next episode's start: recompute the cell
-        # the move led to (the grid's mechanics are known, only the goal is hidden).
-        landed = self.env.obs_to_state(self.env.move(obs.long(), action).float())
+        landed = self.env.obs_to_state(next_obs)  # where the step ended, also at a time limit
         found = reward > 0
         revealed = torch.zeros_like(self.possible)
         revealed[self.rows, landed] = True

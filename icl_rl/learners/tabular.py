@@ -39,8 +39,8 @@ class QLearning(Learner):
     time, so the update at an episode's last step bootstraps from the state it ended in
     (`next_obs`; see Agent.observe). Cutting the bootstrap there, as if the time limit were
     terminal, pulls Q(goal, stay) down once per episode and walks the greedy policy off the
-    goal. Draws per step: rand [N, A] (tie-breaking among equal
-    Q-values), rand [N] (explore?), randint [N] (which action).
+    goal. Draws per step: rand [N, A] (tie-breaking among equal Q-values), rand [N]
+    (explore?), randint [N] (which action).
     """
 
     Params = QLearningParams

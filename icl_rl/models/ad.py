@@ -87,11 +87,13 @@ class ADConfig(PreTrainedConfig):
         """Width of a raw token: obs, one-hot previous action, previous reward, two flags."""
         return self.obs_features + self.num_actions + 3
 
+    TOKEN_PARTS = ("observation", "action", "reward", "episode_start")  # hideable parts
+
     def token_slices(self) -> dict[str, slice]:
-        """Where each part of a raw token lies (see transition_tokens)."""
+        """Where each of TOKEN_PARTS lies in a raw token (see transition_tokens)."""
         o, a = self.obs_features, self.num_actions
-        return {"observation": slice(0, o), "action": slice(o, o + a),
-                "reward": slice(o + a, o + a + 1), "episode_start": slice(o + a + 1, o + a + 2)}
+        bounds = (0, o, o + a, o + a + 1, o + a + 2)
+        return {name: slice(bounds[i], bounds[i + 1]) for i, name in enumerate(self.TOKEN_PARTS)}
 
     def input_mask(self) -> list[float]:
         """1 for the token features the model sees, 0 for those in `hidden_inputs`."""
