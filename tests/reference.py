@@ -1,4 +1,5 @@
-"""Plain-Python, one-task-at-a-time reference implementations of the bandit learners.
+"""Plain-Python, one-task-at-a-time reference implementations of the bandit learners and of
+tabular Q-learning on Dark Room.
 
 They consume the same random stream as the vectorised learners (same generator, same draw
 calls in the same order) but compute every decision with Python scalars in a loop over tasks,
@@ -7,8 +8,10 @@ so a mismatch means a bug in the tensor code, not a different random number.
 
 from __future__ import annotations
 
+import itertools
 import math
 
+import numpy as np
 import torch
 
 
@@ -94,3 +97,45 @@ def _gamma(alpha: float, g: torch.Generator) -> float:
 
 def _f32(x: float) -> float:
     return torch.tensor(x, dtype=torch.float32).item()
+
+
+def reference_q_learning_dark_room(params: dict, goals: torch.Tensor, steps: int,
+                                   agent_seed: int, size: int = 9, episode_len: int = 20):
+    """Actions [N][T] and rewards [N][T] of Q-learning on Dark Room goals [N, 2], one task at a
+    time: a dict-free Q-table per task, float32 arithmetic as the tensors do it, the documented
+    draws (randint [N] below A! for the tie order, rand [N], randint [N])."""
+    f32 = np.float32
+    lr, gamma = f32(params.get("lr", 0.5)), f32(params.get("gamma", 0.9))
+    eps0, decay = params.get("epsilon", 1.0), params.get("decay", 0.998)
+    floor = params.get("min_epsilon", 0.05)
+    n, num_actions = goals.shape[0], 5
+    orders = list(itertools.permutations(range(num_actions)))
+    moves = [(0, 0), (0, 1), (0, -1), (-1, 0), (1, 0)]
+    g = torch.Generator().manual_seed(agent_seed)
+    q = [[[f32(params.get("init_q", 0.0))] * num_actions for _ in range(size * size)]
+         for _ in range(n)]
+    start = (size // 2, size // 2)
+    pos = [start] * n
+    actions = [[0] * steps for _ in range(n)]
+    rewards = [[0.0] * steps for _ in range(n)]
+    for t in range(steps):
+        order = torch.randint(0, len(orders), (n,), generator=g).tolist()
+        coins = torch.rand(n, generator=g).tolist()
+        arms = torch.randint(0, num_actions, (n,), generator=g).tolist()
+        eps = max(floor, eps0 * decay**t)
+        for i in range(n):
+            s = pos[i][0] * size + pos[i][1]
+            best = max(q[i][s])
+            tied = [a for a in range(num_actions) if q[i][s][a] == best]
+            # the tied action with the highest priority in this step's random order
+            greedy = max(tied, key=lambda act: orders[order[i]][act])
+            a = arms[i] if coins[i] < eps else greedy
+            x = min(max(pos[i][0] + moves[a][0], 0), size - 1)
+            y = min(max(pos[i][1] + moves[a][1], 0), size - 1)
+            r = f32(1.0) if (x, y) == tuple(goals[i].long().tolist()) else f32(0.0)
+            # bootstrap from the cell the step ended in, also at the time limit
+            target = r + gamma * max(q[i][x * size + y])
+            q[i][s][a] = q[i][s][a] + lr * (target - q[i][s][a])
+            actions[i][t], rewards[i][t] = a, float(r)
+            pos[i] = start if (t + 1) % episode_len == 0 else (x, y)
+    return actions, rewards

@@ -106,14 +106,14 @@ class DarkRoom(GridWorld):
     def reset_env(self) -> Tensor:
         """Back to the centre."""
         self.pos = self.start.to(self.tasks.device).expand(self.tasks.shape[0], 2).clone()
-        goal = self.goal()
+        goal = self.goal_pos = self.goal()  # [N, 2] long, reused by every step of the episode
         self.goal_base = (goal[:, 0] * self.size + goal[:, 1]) * self.num_states  # [N]
         return self.pos.float()
 
     def step_env(self, action: Tensor) -> tuple[Tensor, Tensor]:
         """Move; reward for standing on the goal after the move."""
         self.pos = self.move(self.pos, action)
-        return self.pos.float(), (self.pos == self.goal()).all(dim=1).float()
+        return self.pos.float(), (self.pos == self.goal_pos).all(dim=1).float()
 
     def optimal_action(self) -> Tensor:
         """Walk straight to the goal, then stay."""

@@ -3,6 +3,7 @@ noise-annealed oracle (Zisman et al. 2023)."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -39,8 +40,9 @@ class QLearning(Learner):
     time, so the update at an episode's last step bootstraps from the state it ended in
     (`next_obs`; see Agent.observe). Cutting the bootstrap there, as if the time limit were
     terminal, pulls Q(goal, stay) down once per episode and walks the greedy policy off the
-    goal. Draws per step: rand [N, A] (tie-breaking among equal Q-values), rand [N]
-    (explore?), randint [N] (which action).
+    goal. Draws per step: randint [N] below A! (a random priority order of the actions that
+    breaks ties among equal Q-values: row `k` of `priorities`), rand [N] (explore?),
+    randint [N] (which action).
     """
 
     Params = QLearningParams
@@ -57,6 +59,15 @@ class QLearning(Learner):
             raise IclRlError(f"q_learning: need 0<lr<=1, 0<=gamma<=1, 0<decay<=1, epsilons in "
                              f"[0, 1]: {p}")
         self.env = env
+        # Every order of the actions, as priorities (higher wins a tie; 0 marks "not a max").
+        # One integer draw per task picks an order, so the greedy choice is uniform among the
+        # tied actions at a fifth of the random numbers of one uniform per action.
+        a = self.spec.num_actions
+        if a > 6:
+            raise IclRlError(f"q_learning breaks ties from a table of every action order; "
+                             f"{a} actions make {a}! orders (at most 6 actions)")
+        self.priorities = torch.tensor(list(itertools.permutations(range(1, a + 1))),
+                                       dtype=torch.uint8)  # [A!, A]
 
     def reset(self, n: int, generator: torch.Generator | None = None) -> None:
         """Fresh Q-tables."""
@@ -67,28 +78,36 @@ class QLearning(Learner):
         self.row_base = torch.arange(n) * self.env.num_states
         self.steps = 0
         self._last = (None, None)  # (obs, its Q-row index) from act, reused by observe
+        self._next = (None, None)  # (next_obs, its Q-row index) from observe, reused by act
+
+    def _rows(self, obs: Tensor, known: tuple) -> Tensor:
+        """Q-row indices [N] of `obs`; reused when `obs` is the tensor `known` was made for."""
+        return known[1] if known[0] is obs else self.row_base + self.env.obs_to_state(obs)
 
     def act(self, obs: Tensor) -> Tensor:
         """Epsilon-greedy on Q(s, .), ties broken at random."""
         p = self.params
-        row = self.row_base + self.env.obs_to_state(obs)  # [N] rows of q_rows
+        row = self._rows(obs, self._next)  # [N] rows of q_rows
         self._last = (obs, row)
         q = self.q_rows.index_select(0, row)  # [N, A]
-        noise = rng.rand(self.generator, q.shape)
-        # max(dim).indices: about 2x faster than argmax on [N, 5] on CPU
-        greedy = torch.where(q == q.amax(dim=1, keepdim=True), noise, -1.0).max(dim=1).indices
+        order = rng.randint(self.generator, len(self.priorities), (q.shape[0],))
+        priority = self.priorities.index_select(0, order)  # [N, A]
+        # the tied maxima keep their priority, the rest 0; max(dim).indices is about 2x
+        # faster than argmax on [N, 5] on CPU
+        greedy = priority.mul_(q == q.amax(dim=1, keepdim=True)).max(dim=1).indices
         return self.explore(greedy, decayed_epsilon(p.epsilon, p.decay, p.min_epsilon,
                                                     self.steps))
 
     def observe(self, obs, action, reward, next_obs, done) -> None:
         """One TD(0) update per task."""
-        row = self._last[1] if self._last[0] is obs else self.row_base + self.env.obs_to_state(obs)
+        row = self._rows(obs, self._last)
         row2 = self.row_base + self.env.obs_to_state(next_obs)
-        bootstrap = self.q_rows.index_select(0, row2).max(dim=1).values
+        self._next = (next_obs, row2)
+        bootstrap = self.q_rows.index_select(0, row2).amax(dim=1)
         target = reward + self.params.gamma * bootstrap
         flat = row * self.spec.num_actions + action  # [N] entries of Q
         q_flat = self.q.view(-1)
-        current = q_flat[flat]
+        current = q_flat.index_select(0, flat)
         q_flat[flat] = current + self.params.lr * (target - current)
         self.steps += 1
 
