@@ -20,18 +20,33 @@ class Bandit(Env):
         if not isinstance(num_arms, int) or num_arms < 2:
             raise IclRlError(f"{self.family}: num_arms must be an integer >= 2, got {num_arms!r}")
         self.num_arms = num_arms
+        self._best = (None, None)  # (tasks, their best arms): the oracle is asked every step
+        # (action, its mean reward): the rollout asks for it to record regret, then the step
+        # that pulls the same action tensor uses it and forgets it
+        self._mean = (None, None)
 
     def reset_env(self) -> Tensor:
         """Bandits have no state: every episode starts from the same constant observation."""
+        self._mean = (None, None)
         return self.tasks.new_zeros(self.tasks.shape[0], 1)
 
     def expected_reward(self, action: Tensor) -> Tensor:
         """Mean reward [N] of pulling `action` [N] in each task (for regret)."""
-        return self.tasks.gather(1, action.long()[:, None])[:, 0]
+        if self._mean[0] is not action:
+            self._mean = (action, self.tasks.gather(1, action.long()[:, None])[:, 0])
+        return self._mean[1]
+
+    def pull_mean(self, action: Tensor) -> Tensor:
+        """expected_reward(action) for the step that pulls it (computed at most once)."""
+        mean = self.expected_reward(action)
+        self._mean = (None, None)
+        return mean
 
     def optimal_action(self) -> Tensor:
-        """The best arm [N]."""
-        return self.tasks.argmax(dim=1)
+        """The best arm [N] (the lowest of tied ones)."""
+        if self._best[0] is not self.tasks:
+            self._best = (self.tasks, self.tasks.argmax(dim=1))
+        return self._best[1]
 
     def optimal_episode_return(self) -> Tensor:
         """The best arm's mean [N]: the oracle's expected reward per pull."""
@@ -58,7 +73,7 @@ class BernoulliBandit(Bandit):
     def step_env(self, action: Tensor) -> tuple[Tensor, Tensor]:
         """Pull: one uniform draw [N] per step decides every task's Bernoulli outcome."""
         u = rng.rand(self.generator, (self.tasks.shape[0],), device=self.tasks.device)
-        reward = (u < self.expected_reward(action)).float()
+        reward = (u < self.pull_mean(action)).float()
         return self.reset_env(), reward
 
 
@@ -81,7 +96,7 @@ class GaussianBandit(Bandit):
     def step_env(self, action: Tensor) -> tuple[Tensor, Tensor]:
         """Pull: one standard normal draw [N] per step."""
         z = rng.randn(self.generator, (self.tasks.shape[0],), device=self.tasks.device)
-        return self.reset_env(), self.expected_reward(action) + self.noise_std * z
+        return self.reset_env(), self.pull_mean(action) + self.noise_std * z
 
     def params(self) -> dict:
         """Constructor arguments."""
