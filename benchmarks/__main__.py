@@ -45,7 +45,8 @@ def table(results: dict) -> str:
             loop = ("numpy loop as in the reference codebases" if "numpy" in k
                     else "tightest plain-Python loop")
             pair = k.replace("_numpy_gym", "").replace("_numpy", "")
-            lines.append(f"| speed-up over a per-task {loop}, {pair} | {v['speedup']:.1f}x |")
+            lines.append(f"| speed-up over a per-task {loop}, {pair} | {v['speedup']:.1f}x "
+                         f"(rounds {v['speedup_range'][0]:.1f}-{v['speedup_range'][1]:.1f}x) |")
     if "generate" in b:
         for g in b["generate"]["generate"]:
             lines.append(f"| generate to parquet, {g['env']}/{g['learner']} | "

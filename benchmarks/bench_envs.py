@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -160,6 +162,17 @@ def reference_q_learning_gym(tasks: int, steps: int, size: int = 9, ep_len: int 
     return tasks * steps / (time.perf_counter() - t0)
 
 
+def paired_speedup(ours: Callable[[], float], loop: Callable[[], float], rounds: int) -> dict:
+    """Rates (transitions/s) of `ours` and `loop` measured in turn for `rounds` rounds: the
+    median of each and the median of the per-round ratios."""
+    pairs = [(ours(), loop()) for _ in range(rounds)]
+    return {"transitions_per_s": statistics.median(r for _, r in pairs),
+            "ours_transitions_per_s": statistics.median(o for o, _ in pairs),
+            "speedup": statistics.median(o / r for o, r in pairs),
+            "speedup_range": [min(o / r for o, r in pairs), max(o / r for o, r in pairs)],
+            "rounds": rounds}
+
+
 def run(quick: bool = False) -> dict:
     """All env and learner figures."""
     tasks, steps, repeats = 4096, (100 if quick else 400), (2 if quick else 5)
@@ -170,22 +183,23 @@ def run(quick: bool = False) -> dict:
     for env_name, learner in compatible_pairs():
         res["learner_transitions_per_s"][f"{env_name}/{learner}"] = (
             learner_transitions_per_s(env_name, learner, tasks, steps, repeats))
-    ref_tasks = 8 if quick else 32
-    ucb_ref = reference_ucb(ref_tasks, 500)
-    ucb_np = reference_ucb_numpy(ref_tasks, 500)
-    q_ref = reference_q_learning(ref_tasks, 2000)
-    q_gym = reference_q_learning_gym(ref_tasks, 2000)
+    # Ours and each per-task loop are timed in turn, round after round, and the speed-up is
+    # the median of the per-round ratios: this machine's speed drifts by 2x within minutes,
+    # so a ratio of figures measured minutes apart says more about the drift than the code.
+    ref_tasks, rounds = (8, 2) if quick else (32, 5)
+    ours = {"bernoulli_bandit/ucb": lambda: learner_transitions_per_s(
+                "bernoulli_bandit", "ucb", tasks, steps, 1),
+            "dark_room/q_learning": lambda: learner_transitions_per_s(
+                "dark_room", "q_learning", tasks, steps, 1)}
+    loops = {"bernoulli_bandit/ucb": ("bernoulli_bandit/ucb", reference_ucb, 500),
+             "bernoulli_bandit/ucb_numpy": ("bernoulli_bandit/ucb", reference_ucb_numpy, 500),
+             "dark_room/q_learning": ("dark_room/q_learning", reference_q_learning, 2000),
+             # as the reference codebases run it: numpy Gymnasium env + numpy Q-table per task
+             "dark_room/q_learning_numpy_gym": ("dark_room/q_learning",
+                                                reference_q_learning_gym, 2000)}
     res["reference_python_loop"] = {
-        "bernoulli_bandit/ucb": {"transitions_per_s": ucb_ref, "speedup": res[
-            "learner_transitions_per_s"]["bernoulli_bandit/ucb"] / ucb_ref},
-        "bernoulli_bandit/ucb_numpy": {"transitions_per_s": ucb_np, "speedup": res[
-            "learner_transitions_per_s"]["bernoulli_bandit/ucb"] / ucb_np},
-        "dark_room/q_learning": {"transitions_per_s": q_ref, "speedup": res[
-            "learner_transitions_per_s"]["dark_room/q_learning"] / q_ref},
-        # as the reference codebases run it: numpy Gymnasium env + numpy Q-table per task
-        "dark_room/q_learning_numpy_gym": {"transitions_per_s": q_gym, "speedup": res[
-            "learner_transitions_per_s"]["dark_room/q_learning"] / q_gym},
-    }
+        name: paired_speedup(ours[pair], lambda fn=fn, n=n: fn(ref_tasks, n), rounds)
+        for name, (pair, fn, n) in loops.items()}
     res["peak_rss_mb"] = peak_rss_mb()
     return res
 
