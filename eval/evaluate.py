@@ -49,7 +49,10 @@ class EvalConfig:
     env_kwargs: str | None = None
     """Env parameter overrides as JSON (must keep the model's observation and action spaces)."""
     num_tasks: int = 256
-    """Held-out tasks evaluated."""
+    """Tasks evaluated (a finite split is cycled through)."""
+    split: str = "test"
+    """Which goals of a finite task set: `test` (the held-out ones) or `train` (the ones the
+    model was trained on: the gap between the two measures memorization)."""
     batch_size: int | None = None
     """Tasks rolled out at once (default: all). Only memory and speed change with it: every
     task has its own random streams, so the numbers are the same for any batch size."""
@@ -100,19 +103,25 @@ def mean_ci(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0), 1.96 * sd / math.sqrt(n)
 
 
-def eval_tasks(env: Env, meta: dict | None, n: int, seed: int) -> tuple[torch.Tensor, str]:
-    """Held-out tasks: the dataset's held-out task set (finite families) or fresh samples."""
+def eval_tasks(env: Env, meta: dict | None, n: int, seed: int,
+               split: str = "test") -> tuple[torch.Tensor, str]:
+    """Held-out tasks (`split` test) or the training ones (`train`) of a finite task set, or
+    fresh samples of an infinite one."""
     if env.spec.num_tasks is not None:
+        name = "held-out" if split == "test" else "training"
         if meta and "task_split" in meta:
-            ids = torch.tensor(meta["task_split"]["test"], dtype=torch.long)
-            where = "the dataset's held-out task split"
+            ids = torch.tensor(meta["task_split"][split], dtype=torch.long)
+            where = f"the dataset's {name} task split"
         else:
-            ids = env.split(seed, 0.1)[1]
-            where = "a held-out split of the task set (no dataset card)"
+            ids = env.split(seed, 0.1)[0 if split == "train" else 1]
+            where = f"a {name} split of the task set (no dataset card)"
         if len(ids) == 0:
-            raise IclRlError("the held-out task split is empty; regenerate with "
-                             "--heldout-fraction > 0")
+            raise IclRlError(f"the {name} task split is empty; regenerate with "
+                             "--heldout-fraction in (0, 1)")
         return env.task_set()[ids[torch.arange(n) % len(ids)]], where
+    if split == "train":
+        raise IclRlError(f"--split train: {env.spec.name} has no finite task set to hold tasks "
+                         "out of (every evaluation task is a fresh sample); use --split test")
     g = torch.Generator().manual_seed(seed)
     return env.sample_tasks(n, g), f"{n} freshly sampled tasks (seed {seed})"
 
@@ -243,6 +252,8 @@ def validate(config: EvalConfig) -> None:
     require_positive(config, "num_tasks", "episodes")
     if not config.temperature > 0:
         raise IclRlError(f"--temperature must be > 0, got {config.temperature}")
+    if config.split not in ("test", "train"):
+        raise IclRlError(f"--split must be test (held-out tasks) or train, got {config.split!r}")
 
 
 def main(config: EvalConfig) -> dict:
@@ -268,7 +279,8 @@ def main(config: EvalConfig) -> dict:
             raise IclRlError(f"{dataset} is {meta['env']['name']} data but the model was trained "
                              f"for {mc.env_name}")
     learner = (meta or {}).get("learner") or training.get("learner")
-    tasks, tasks_from = eval_tasks(env, meta, config.num_tasks, config.seed)
+    tasks, tasks_from = eval_tasks(env, meta, config.num_tasks, config.seed,
+                                   config.split)
     steps = config.episodes * env.spec.episode_len
     k = config.improvement_k or max(1, config.episodes // 10)
     if not 1 <= k <= config.episodes:
@@ -293,7 +305,7 @@ def main(config: EvalConfig) -> dict:
 
     results = {"model": str(config.model), "env": {"name": mc.env_name, "params": env.params()},
                "source_learner": learner, "num_tasks": config.num_tasks,
-               "tasks_from": tasks_from, "episodes": config.episodes,
+               "split": config.split, "tasks_from": tasks_from, "episodes": config.episodes,
                "episode_len": env.spec.episode_len, "window": agents["model"].window,
                "action_selection": "greedy" if config.greedy else "sampled",
                "temperature": None if config.greedy else config.temperature,
@@ -325,7 +337,8 @@ def main(config: EvalConfig) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
-    plot(results, out / "curves.png", f"in context on {mc.env_name}, held-out tasks")
+    tasks_name = "training" if config.split == "train" else "held-out"
+    plot(results, out / "curves.png", f"in context on {mc.env_name}, {tasks_name} tasks")
     atomic_write_text(out / "report.md", report(results))
     save_config(config, out / "eval_config.json")
     add_to_model_card(config.model, results)

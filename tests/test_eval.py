@@ -13,7 +13,7 @@ from data_gen.generate import GenerateConfig
 from data_gen.generate import main as generate
 from eval.demo import DemoConfig
 from eval.demo import main as demo
-from eval.evaluate import EvalConfig
+from eval.evaluate import EvalConfig, eval_tasks
 from eval.evaluate import main as evaluate
 from icl_rl.envs import make_env
 from icl_rl.errors import IclRlError
@@ -139,6 +139,21 @@ def test_eval_bad_inputs(trained, tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "icl-rl eval: error: --num-tasks must be a positive integer, got 0"]
+
+
+def test_split_picks_training_or_heldout_goals(trained, tmp_path):
+    env = make_env("dark_room")
+    meta = {"task_split": {"train": list(range(0, 81, 2)), "test": list(range(1, 81, 2))}}
+    goals = env.task_set()
+    for split, ids in meta["task_split"].items():
+        tasks, where = eval_tasks(env, meta, 50, 0, split)
+        assert {tuple(t) for t in tasks.tolist()} == {tuple(goals[i].tolist()) for i in ids[:50]}
+        assert ("held-out" if split == "test" else "training") in where
+    data, model_dir = trained
+    with pytest.raises(IclRlError, match="no finite task set"):
+        evaluate(EvalConfig(model=model_dir, split="train", out=str(tmp_path / "e")))
+    with pytest.raises(IclRlError, match="--split must be test"):
+        evaluate(EvalConfig(model=model_dir, split="heldout", out=str(tmp_path / "e")))
 
 
 def test_demo_end_to_end_small(tmp_path):
