@@ -71,8 +71,8 @@ def _add_field_docs(parser, cls) -> None:
     for action in parser._actions:
         name = action.dest
         if name in docs:
-            default = "" if action.default is None else f" (default: {action.default})"
-            action.help = (docs[name] + default).replace("%", "%%")  # argparse formats help
+            # HfArgumentParser's help formatter appends the default itself
+            action.help = docs[name].replace("%", "%%")  # argparse formats help
 
 
 def require_positive(config, *names: str, optional: bool = False) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -194,6 +195,7 @@ def test_every_option_has_help(command, capsys):
     for field in dataclasses.fields(config_cls):
         assert f"--{field.name}" in text or f"--{field.name.replace('_', '-')}" in text
     assert text.count("(default:") >= len(dataclasses.fields(config_cls)) - 3
+    assert not re.search(r"\(default: [^)]*\)\s+\(default:", text)  # each default said once
 
 
 @pytest.mark.parametrize("env_name,learner,stride", [("dark_room", "q_learning", 3),
