@@ -16,14 +16,30 @@ from icl_rl.errors import IclRlError
 from icl_rl.models.ad import transition_tokens
 from icl_rl.rollout import History
 
+TARGETS = ("actions", "optimal_actions")
+
 
 class WindowDataset(Dataset):
-    """Every window of `context` steps of every history; item i = (history, start)."""
+    """Every window of `context` steps of every history; item i = (history, start).
+
+    The window's target at each step (the `actions` of a batch) is `target`: the action the
+    source took (Algorithm Distillation) or the oracle's action in that state
+    (`optimal_actions`, the label of the Decision-Pretrained Transformer). The inputs are the
+    source's transitions either way.
+    """
 
     def __init__(self, history: History, context: int, num_actions: int,
-                 obs_levels: list[int] | None = None) -> None:
+                 obs_levels: list[int] | None = None, target: str = "actions",
+                 source: str = "the dataset") -> None:
         if context < 1:
             raise IclRlError(f"context must be >= 1, got {context}")
+        if target not in TARGETS:
+            raise IclRlError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+        if target == "optimal_actions" and history.optimal_actions is None:
+            raise IclRlError(f"{source} has no optimal_actions column (the oracle's action at "
+                             "every step) to train on; regenerate it with icl-rl generate, "
+                             "which records it for every env, or train on --target actions")
+        self.targets = history.actions if target == "actions" else history.optimal_actions
         self.h = history
         self.context = context
         self.num_actions = num_actions
@@ -55,7 +71,7 @@ class WindowDataset(Dataset):
         start = h.dones[rows, prev] | first
         tokens = transition_tokens(h.observations[rows, cols], prev_a, prev_r, start,
                                    self.num_actions, self.obs_levels)
-        actions = h.actions[rows, cols]
+        actions = self.targets[rows, cols]
         mask = torch.ones_like(actions)
         pad = self.context - self.length
         if pad:  # histories shorter than the context: pad on the right, mask the padding
@@ -79,9 +95,10 @@ class StreamingWindows(torch.utils.data.IterableDataset):
 
     def __init__(self, source, split: str, context: int, num_actions: int,
                  obs_levels: list[int] | None, batch_size: int, seed: int, rank: int = 0,
-                 world: int = 1, chunk_rows: int = 256, windows_per_history: int = 4) -> None:
+                 world: int = 1, chunk_rows: int = 256, windows_per_history: int = 4,
+                 target: str = "actions") -> None:
         self.args = (source, split, chunk_rows, rank, world)
-        self.window = (context, num_actions, obs_levels)
+        self.window = (context, num_actions, obs_levels, target, str(source))
         self.batch_size = batch_size
         self.seed, self.rank = seed, rank
         self.windows_per_history = windows_per_history

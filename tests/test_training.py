@@ -17,6 +17,7 @@ from icl_rl.data import WindowDataset
 from icl_rl.dataset import load_histories
 from icl_rl.errors import IclRlError
 from icl_rl.models import ADConfig, ADModel, shift_transitions, transition_tokens
+from icl_rl.rollout import History
 from tests.launch import accelerate_launch
 from training.train import TrainConfig
 from training.train import main as train
@@ -89,6 +90,33 @@ def test_windows_carry_the_previous_transition(ucb_data):
     short = WindowDataset(h, context=100, num_actions=5)  # longer than the histories
     b = short.__getitems__([3])
     assert b["tokens"].shape == (1, 100, 9) and b["attention_mask"][0].sum() == 64
+
+
+def test_dpt_target_windows_and_training(ucb_data, tmp_path):
+    """--target optimal_actions: the same input tokens, the oracle's action as the label; a
+    short run predicts the best arm more often than the source itself pulls it."""
+    h = load_histories(ucb_data, "train").history
+    ad = WindowDataset(h, context=10, num_actions=5).__getitems__([0, 57, 300])
+    dpt = WindowDataset(h, context=10, num_actions=5, target="optimal_actions") \
+        .__getitems__([0, 57, 300])
+    assert torch.equal(ad["tokens"], dpt["tokens"])
+    assert torch.equal(dpt["actions"][1], h.optimal_actions[1, 2:12])
+    assert not torch.equal(ad["actions"], dpt["actions"])
+    blind = History(h.observations, h.actions, h.rewards, h.dones, h.tasks)  # no oracle labels
+    with pytest.raises(IclRlError, match="no optimal_actions column"):
+        WindowDataset(blind, context=10, num_actions=5, target="optimal_actions")
+    with pytest.raises(IclRlError, match="--target must be one of"):
+        train(tiny(ucb_data, tmp_path / "x", target="best"))
+    res = train(tiny(ucb_data, tmp_path / "dpt", target="optimal_actions", max_steps=200,
+                     eval_every=200, save_every=0, lr=2e-3, warmup_steps=20, context=64,
+                     hidden_size=64, num_heads=4, batch_size=32, eval_batches=4))
+    test = load_histories(ucb_data, "test").history
+    source_hits = float((test.actions == test.optimal_actions).float().mean())
+    accuracy = [m for m in res["metrics"] if "eval/accuracy" in m][-1]["eval/accuracy"]
+    assert accuracy > source_hits + 0.1, (accuracy, source_hits)
+    model = AutoModel.from_pretrained(res["model_dir"])
+    assert model.config.training["target"] == "optimal_actions"
+    assert "Decision-Pretrained Transformer" in (Path(res["model_dir"]) / "README.md").read_text()
 
 
 def test_validation_loss_falls_below_uniform(ucb_data, tmp_path):

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from icl_rl.config import parse_config, require_positive, save_config
-from icl_rl.data import StreamingWindows, WindowDataset, collate_batch
+from icl_rl.data import TARGETS, StreamingWindows, WindowDataset, collate_batch
 from icl_rl.dataset import (
     Histories,
     atomic_write_text,
@@ -58,6 +58,11 @@ class TrainConfig:
     """Attention heads."""
     dropout: float = 0.0
     """Attention dropout."""
+    target: str = "actions"
+    """What the model learns to predict at every step: `actions`, the source learner's own
+    (Algorithm Distillation), or `optimal_actions`, the oracle's action in that state given
+    the true task (the Decision-Pretrained Transformer's label: the model has to infer the
+    task from the context)."""
     hide_inputs: str | None = None
     """Comma-separated parts of every token the model never sees: action, reward,
     episode_start, observation (ablations of the ingredients of in-context RL)."""
@@ -119,6 +124,8 @@ def validate(config: TrainConfig) -> None:
     for name in ("warmup_steps", "eval_every", "save_every", "num_workers"):
         if getattr(config, name) < 0:
             raise IclRlError(f"--{name.replace('_', '-')} must be >= 0")
+    if config.target not in TARGETS:
+        raise IclRlError(f"--target must be one of {', '.join(TARGETS)}, got {config.target!r}")
     for name in hidden_inputs(config):
         if name not in ADConfig.TOKEN_PARTS:
             raise IclRlError(f"--hide-inputs: unknown part {name!r}; choose among "
@@ -329,11 +336,12 @@ def main(config: TrainConfig) -> dict:
     if config.streaming:
         stream = StreamingWindows(config.dataset, "train", config.context, num_actions,
                                   obs_levels, config.batch_size, config.seed,
-                                  accelerator.process_index, accelerator.num_processes)
+                                  accelerator.process_index, accelerator.num_processes,
+                                  target=config.target)
         train_dl = None
     else:
         train_dl = DataLoader(WindowDataset(train.history, config.context, num_actions,
-                                            obs_levels),
+                                            obs_levels, config.target, train.source),
                               batch_size=config.batch_size, shuffle=True, drop_last=True,
                               collate_fn=collate_batch, num_workers=config.num_workers)
         if len(train_dl) == 0:
@@ -343,11 +351,13 @@ def main(config: TrainConfig) -> dict:
     if config.streaming and has_split(config.dataset, "test"):
         val_stream = StreamingWindows(config.dataset, "test", config.context, num_actions,
                                       obs_levels, config.batch_size, config.seed + 1,
-                                      accelerator.process_index, accelerator.num_processes)
+                                      accelerator.process_index, accelerator.num_processes,
+                                      target=config.target)
         val_dl = [{k: v.to(accelerator.device) for k, v in b.items()}
                   for b in itertools.islice(val_stream, config.eval_batches)]
     if heldout is not None:
-        val_set = WindowDataset(heldout.history, config.context, num_actions, obs_levels)
+        val_set = WindowDataset(heldout.history, config.context, num_actions, obs_levels,
+                                config.target, heldout.source)
         g = torch.Generator().manual_seed(config.seed + 1)
         n_val = min(len(val_set), config.eval_batches * config.batch_size
                     * accelerator.num_processes)
@@ -450,7 +460,7 @@ def main(config: TrainConfig) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         unwrapped = accelerator.unwrap_model(model)
         unwrapped.config.training = {"dataset": config.dataset, "steps": step,
-                                     "context": config.context,
+                                     "context": config.context, "target": config.target,
                                      "learner": train.meta.get("learner")}
         unwrapped.save_pretrained(tmp)
         save_config(config, tmp / "train_config.json")
@@ -503,21 +513,26 @@ def model_card(mc: ADConfig, config: TrainConfig, metrics: list[dict], step: int
     learner = (mc.training or {}).get("learner") or {}
     header = {"library_name": "icl-rl",
               "tags": ["reinforcement-learning", "in-context-learning",
-                       "algorithm-distillation", mc.env_name]}
+                       "algorithm-distillation" if config.target == "actions"
+                       else "decision-pretrained-transformer", mc.env_name]}
     if not Path(config.dataset).exists():
         header["datasets"] = [config.dataset]
     quality = (f"Held-out action loss {evals[-1]['eval/loss']:.4f}, accuracy "
                f"{evals[-1]['eval/accuracy']:.1%} (step {evals[-1]['step']})." if evals else "")
+    kind, what = (("Algorithm Distillation", "the learner's next action")
+                  if config.target == "actions" else
+                  ("Decision-Pretrained Transformer", "the oracle's action in every state"))
     rows = "\n".join(f"| {k} | {v} |" for k, v in dataclasses.asdict(config).items()
                      if k not in ("push_to_hub", "private", "progress"))
     return f"""---
 {yaml.safe_dump(header, sort_keys=False)}---
 
-# Algorithm Distillation model for `{mc.env_name}`
+# {kind} model for `{mc.env_name}`
 
 A {mc.num_layers}-layer, {mc.hidden_size}-wide decoder (transformers LlamaModel backbone) trained
-with icl-rl {__version__} to predict the next action of `{learner.get('name', '?')}` from its
-learning histories in `{config.dataset}` ({step} steps, context {mc.max_context} transitions).
+with icl-rl {__version__} to predict {what} from the learning histories of
+`{learner.get('name', '?')}` in `{config.dataset}` ({step} steps, context {mc.max_context}
+transitions).
 Env: `{mc.env_name}` {mc.env_params}. {quality}
 
 ## Use
