@@ -126,6 +126,15 @@ def eval_tasks(env: Env, meta: dict | None, n: int, seed: int,
     return env.sample_tasks(n, g), f"{n} freshly sampled tasks (seed {seed})"
 
 
+def episodes_to(curve: np.ndarray, level: float) -> int | None:
+    """The first episode (1-based) whose mean return reaches `level`; None if none does or
+    there is no positive level to reach."""
+    if not level > 0:
+        return None
+    hits = np.nonzero(curve >= level)[0]
+    return int(hits[0]) + 1 if len(hits) else None
+
+
 def summarize(h: History, env: Env, k: int, oracle_return: float) -> dict:
     """Per-episode curve, improvement, fraction of oracle, regret for one agent."""
     returns = h.episode_returns().numpy()  # [N, E]
@@ -140,6 +149,7 @@ def summarize(h: History, env: Env, k: int, oracle_return: float) -> dict:
         "improvement": float(imp_mean[0]),
         "improvement_ci95": float(imp_ci[0]),
         "fraction_of_oracle_last_k": float(last.mean() / oracle_return) if oracle_return else None,
+        "episodes_to_80pct_oracle": episodes_to(mean, 0.8 * oracle_return),
     }
     if isinstance(env, Bandit) and h.expected_rewards is not None:
         best = h.tasks.max(dim=1).values[:, None]  # [N, 1]
@@ -205,8 +215,8 @@ def report(results: dict) -> str:
     bandit = all("final_regret" in a for a in results["agents"].values())
     head = (f"| agent | return, first {k} ep. | return, last {k} ep. | in-context improvement "
             f"(95% CI) | last {k} / oracle |" + (" cumulative regret at horizon (95% CI) |"
-                                                   if bandit else ""))
-    sep = "|---" * (6 if bandit else 5) + "|"
+                                                   if bandit else " episodes to 80% of oracle |"))
+    sep = "|---" * 6 + "|"
     rows = []
     for name, a in results["agents"].items():
         frac = a["fraction_of_oracle_last_k"]
@@ -215,6 +225,9 @@ def report(results: dict) -> str:
                f"{'' if frac is None else f'{frac:.1%}'} |")
         if bandit:
             row += f" {a['final_regret']:.2f} ± {a['final_regret_ci95']:.2f} |"
+        else:
+            reached = a.get("episodes_to_80pct_oracle")
+            row += f" {'not reached' if reached is None else reached} |"
         rows.append(row)
     ratios = ""
     if bandit and "source" in results["agents"]:

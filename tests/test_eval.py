@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ from data_gen.generate import GenerateConfig
 from data_gen.generate import main as generate
 from eval.demo import DemoConfig
 from eval.demo import main as demo
-from eval.evaluate import EvalConfig, eval_tasks
+from eval.evaluate import EvalConfig, episodes_to, eval_tasks, report
 from eval.evaluate import main as evaluate
 from icl_rl.envs import make_env
 from icl_rl.errors import IclRlError
@@ -139,6 +140,22 @@ def test_eval_bad_inputs(trained, tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "icl-rl eval: error: --num-tasks must be a positive integer, got 0"]
+
+
+def test_episodes_to_a_fraction_of_the_oracle():
+    curve = np.array([0.1, 0.85, 0.7, 0.95])
+    assert episodes_to(curve, 0.8) == 2 and episodes_to(curve, 0.9) == 4
+    assert episodes_to(curve, 0.99) is None and episodes_to(curve, 0.0) is None
+    agent = {"first_k_return": 0.1, "last_k_return": 0.9, "improvement": 0.8,
+             "improvement_ci95": 0.1, "fraction_of_oracle_last_k": 0.9}
+    results = {"improvement_k": 1, "model": "m", "env": {"name": "dark_room", "params": {}},
+               "source_learner": None, "num_tasks": 2, "tasks_from": "x", "episodes": 4,
+               "episode_len": 20, "window": 200, "action_selection": "sampled",
+               "agents": {"model": {**agent, "episodes_to_80pct_oracle": 2},
+                          "random": {**agent, "episodes_to_80pct_oracle": None}}}
+    text = report(results)
+    assert "episodes to 80% of oracle |" in text
+    assert "| 90.0% | 2 |" in text and "| 90.0% | not reached |" in text
 
 
 def test_split_picks_training_or_heldout_goals(trained, tmp_path):
