@@ -61,7 +61,10 @@ def table(results: dict) -> str:
             if r.get("mode") == "kv_cache":
                 lines.append(f"| eval KV cache, ctx {r['context']}, 256 tasks | "
                              f"{r['actions_per_s']:.0f} actions/s, "
-                             f"{r['fraction_of_bandwidth_ceiling']:.0%} of bandwidth bound |")
+                             f"{r['fraction_of_bandwidth_ceiling']:.0%} of the bandwidth bound "
+                             f"measured in turn (rounds {r['fraction_range'][0]:.0%}-"
+                             f"{r['fraction_range'][1]:.0%}; {r['fraction_of_best_bandwidth']:.0%}"
+                             f" of the run's best copy rate) |")
             elif r.get("mode") == "kv_cache_sdpa":
                 lines.append(f"| eval KV cache through SDPA (not the CPU fast path), ctx "
                              f"{r['context']} | {r['actions_per_s']:.0f} actions/s |")

@@ -60,9 +60,9 @@ def stepper(model: ADModel, tasks: int, context: int, use_cache: bool,
     return step, agent
 
 
-def interleaved_medians(steps: list, repeats: int) -> list[float]:
-    """Median time of each step, timed in turn (a, b, a, b, ...) so that a drift of the
-    machine's speed hits both alike."""
+def interleaved_times(steps: list, repeats: int) -> list[list[float]]:
+    """Times of each step over `repeats` rounds, timed in turn (a, b, a, b, ...) so that a
+    drift of the machine's speed hits all alike."""
     for step in steps:
         step()
     times = [[] for _ in steps]
@@ -71,7 +71,14 @@ def interleaved_medians(steps: list, repeats: int) -> list[float]:
             t0 = time.perf_counter()
             step()
             ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
+    return times
+
+
+def copy_probe(mb: int = 256):
+    """(one copy of `mb` MiB, the bytes it reads and writes)."""
+    src = torch.empty(mb * 2**20 // 4).uniform_()
+    dst = torch.empty_like(src)
+    return (lambda: dst.copy_(src)), 2 * src.numel() * 4
 
 
 def row(context: int, tasks: int, mode: str, t: float, agent: ModelAgent | None = None) -> dict:
@@ -96,15 +103,28 @@ def run(quick: bool = False) -> dict:
         # the same cached step, timed in turn
         fast, fast_agent = stepper(model, 256, context, True)
         sdpa, sdpa_agent = stepper(model, 256, context, True, decode_attention=None)
-        t_fast, t_sdpa = interleaved_medians([fast, sdpa], 6 if quick else 20)
+        # and a memory copy in the same rounds: the bandwidth ceiling of each round, because
+        # this machine's bandwidth drifts (31 to 54 GB/s within one hour)
+        probe, probe_bytes = copy_probe()
+        ts_fast, ts_sdpa, ts_copy = interleaved_times([fast, sdpa, probe], 6 if quick else 20)
+        t_fast, t_sdpa = statistics.median(ts_fast), statistics.median(ts_sdpa)
         cached = row(context, 256, "kv_cache", t_fast, fast_agent)
+        per_action = cached["cache_bytes_read_per_action"]
+        # Memory-bound ceiling: every action must read its task's whole cache once.
+        fractions = [(256 / tf) / (probe_bytes / tc / per_action)
+                     for tf, tc in zip(ts_fast, ts_copy, strict=True)]
+        cached["bandwidth_gbs_in_turn"] = statistics.median(probe_bytes / t / 1e9
+                                                            for t in ts_copy)
+        cached["bandwidth_ceiling_actions_per_s"] = (cached["bandwidth_gbs_in_turn"] * 1e9
+                                                     / per_action)
+        cached["fraction_of_bandwidth_ceiling"] = statistics.median(fractions)
+        cached["fraction_range"] = [min(fractions), max(fractions)]
+        # against the best copy rate of the run's start (the stricter, drift-blind ceiling)
+        cached["fraction_of_best_bandwidth"] = cached["actions_per_s"] / (bw * 1e9 / per_action)
+        del probe
         del fast_agent, sdpa_agent, fast, sdpa
         recompute, _ = stepper(model, 256, context, False)
         full = row(context, 256, "recompute", median_time(recompute, 1 if quick else 3))
-        # Memory-bound ceiling: every action must read its task's whole cache once.
-        cached["bandwidth_ceiling_actions_per_s"] = bw * 1e9 / cached["cache_bytes_read_per_action"]
-        cached["fraction_of_bandwidth_ceiling"] = (cached["actions_per_s"]
-                                                   / cached["bandwidth_ceiling_actions_per_s"])
         rows += [cached, row(context, 256, "kv_cache_sdpa", t_sdpa), full]
         rows.append({"context": context, "cache_speedup": cached["actions_per_s"]
                      / full["actions_per_s"], "fast_path_speedup": t_sdpa / t_fast})
