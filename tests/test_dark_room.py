@@ -11,6 +11,7 @@ from data_gen.generate import GenerateConfig
 from data_gen.generate import main as generate
 from icl_rl.dataset import load_histories
 from icl_rl.envs import make_env
+from icl_rl.envs.base import EnvSpec
 from icl_rl.errors import IclRlError
 from icl_rl.learners import compatible_pairs, make_learner
 from icl_rl.rng import TaskGenerators
@@ -114,6 +115,31 @@ def test_q_learning_matches_one_task_python_reference(kw):
     assert h.actions.tolist() == actions
     assert h.rewards.tolist() == rewards
     assert h.rewards.sum() > 0  # the goals were found, so the updates were exercised
+
+
+@pytest.mark.parametrize("num_actions", [5, 8])
+def test_q_learning_breaks_ties_uniformly_among_the_maxima(num_actions):
+    """Greedy choice: uniform over the tied best actions, never another one (an order table
+    up to 6 actions, one uniform per action beyond)."""
+    class Grid:  # the parts of a gridworld Q-learning reads
+        spec = EnvSpec("grid", 1, num_actions, 10, 1, 0.0, 1.0)
+        num_states = 1
+
+        def obs_to_state(self, obs):
+            return obs[:, 0].long()
+
+    learner = make_learner("q_learning", Grid(), epsilon=0.0, min_epsilon=0.0)
+    n = 40000
+    learner.reset(n, torch.Generator().manual_seed(0))
+    learner.q[:, 0, 1] = 2.0  # actions 1 and 3 tie for the best
+    learner.q[:, 0, 3] = 2.0
+    learner.q[:, 0, 0] = 1.5
+    counts = torch.bincount(learner.act(torch.zeros(n, 1)), minlength=num_actions)
+    assert counts[1] + counts[3] == n
+    assert abs(counts[1].item() / n - 0.5) < 0.01
+    learner.q.fill_(0.0)  # every action ties
+    counts = torch.bincount(learner.act(torch.zeros(n, 1)), minlength=num_actions)
+    assert ((counts.float() / n - 1 / num_actions).abs() < 0.01).all()
 
 
 def test_observe_sees_where_an_episode_ended_not_the_reset():

@@ -41,8 +41,8 @@ class QLearning(Learner):
     (`next_obs`; see Agent.observe). Cutting the bootstrap there, as if the time limit were
     terminal, pulls Q(goal, stay) down once per episode and walks the greedy policy off the
     goal. Draws per step: randint [N] below A! (a random priority order of the actions that
-    breaks ties among equal Q-values: row `k` of `priorities`), rand [N] (explore?),
-    randint [N] (which action).
+    breaks ties among equal Q-values: row `k` of `priorities`; rand [N, A] instead for more
+    than 6 actions), rand [N] (explore?), randint [N] (which action).
     """
 
     Params = QLearningParams
@@ -61,13 +61,11 @@ class QLearning(Learner):
         self.env = env
         # Every order of the actions, as priorities (higher wins a tie; 0 marks "not a max").
         # One integer draw per task picks an order, so the greedy choice is uniform among the
-        # tied actions at a fifth of the random numbers of one uniform per action.
+        # tied actions at a fifth of the random numbers of one uniform per action. Beyond 6
+        # actions (720 orders) the table grows factorially: one uniform per action instead.
         a = self.spec.num_actions
-        if a > 6:
-            raise IclRlError(f"q_learning breaks ties from a table of every action order; "
-                             f"{a} actions make {a}! orders (at most 6 actions)")
-        self.priorities = torch.tensor(list(itertools.permutations(range(1, a + 1))),
-                                       dtype=torch.uint8)  # [A!, A]
+        self.priorities = (torch.tensor(list(itertools.permutations(range(1, a + 1))),
+                                        dtype=torch.uint8) if a <= 6 else None)  # [A!, A]
 
     def reset(self, n: int, generator: torch.Generator | None = None) -> None:
         """Fresh Q-tables."""
@@ -90,8 +88,11 @@ class QLearning(Learner):
         row = self._rows(obs, self._next)  # [N] rows of q_rows
         self._last = (obs, row)
         q = self.q_rows.index_select(0, row)  # [N, A]
-        order = rng.randint(self.generator, len(self.priorities), (q.shape[0],))
-        priority = self.priorities.index_select(0, order)  # [N, A]
+        if self.priorities is not None:
+            order = rng.randint(self.generator, len(self.priorities), (q.shape[0],))
+            priority = self.priorities.index_select(0, order)  # [N, A]
+        else:
+            priority = rng.rand(self.generator, q.shape).add_(1.0)  # > 0 like the orders
         # the tied maxima keep their priority, the rest 0; max(dim).indices is about 2x
         # faster than argmax on [N, 5] on CPU
         greedy = priority.mul_(q == q.amax(dim=1, keepdim=True)).max(dim=1).indices
