@@ -65,6 +65,11 @@ class GenerateConfig:
     context of a few episodes spans k times more of the learner's progress."""
     heldout_fraction: float = 0.1
     """Fraction of histories (and, for finite task sets, of tasks) in the held-out `test` split."""
+    train_tasks: int | None = None
+    """Train histories cycle through only this many distinct tasks (default: every history
+    its own task, or the whole training split of a finite task set). The task-diversity
+    ablation: trained on one task, a model can recall it instead of learning in context.
+    Held-out histories are not affected."""
     seed: int = 0
     """Base seed: the same seed and config give byte-identical data."""
     shard_size: int = 4096
@@ -117,8 +122,15 @@ def validate(config: GenerateConfig) -> tuple[Env, object]:
                      "episode_stride")
     if not 0.0 <= config.heldout_fraction < 1.0:
         raise IclRlError(f"--heldout-fraction must be in [0, 1), got {config.heldout_fraction}")
+    require_positive(config, "train_tasks", optional=True)
     env = make_env(config.env, **config.env_params())
     learner = make_learner(config.learner, env, **config.learner_params())
+    if config.train_tasks is not None and env.spec.num_tasks is not None:
+        n_train = len(env.split(config.seed, config.heldout_fraction)[0])
+        if config.train_tasks > n_train:
+            raise IclRlError(f"--train-tasks {config.train_tasks}: {config.env} has {n_train} "
+                             f"training tasks at --heldout-fraction {config.heldout_fraction}; "
+                             f"choose at most {n_train}")
     return env, learner
 
 
@@ -155,17 +167,29 @@ def shard_seeds(seed: int, split: str, index: int) -> list[int]:
 def shard_tasks(env: Env, config: GenerateConfig, job: ShardJob,
                 task_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Tasks [n, task_dim] and task ids [n] of one shard."""
+    rows = torch.arange(job.start, job.start + job.size)  # history indices within the split
+    pool = config.train_tasks if job.split == "train" else None
     if env.spec.num_tasks is None:
+        if pool is not None:  # the same few tasks for every train shard, ids = pool index
+            pool_gen = torch.Generator().manual_seed(int(np.random.SeedSequence(
+                [config.seed, 2]).generate_state(1, dtype=np.uint64)[0]))
+            return env.sample_tasks(pool, pool_gen)[rows % pool], rows % pool
         tasks = env.sample_tasks(job.size, task_gen)
         offset = 0 if job.split == "train" else plan_train_size(config)
-        return tasks, torch.arange(job.start, job.start + job.size) + offset
-    train_ids, test_ids = env.split(config.seed, config.heldout_fraction)
-    ids = train_ids if job.split == "train" else test_ids
+        return tasks, rows + offset
+    ids = training_task_ids(env, config) if job.split == "train" else \
+        env.split(config.seed, config.heldout_fraction)[1]
     if len(ids) == 0:
         raise IclRlError(f"{config.env}: the {job.split} split has no tasks; change "
                          "--heldout-fraction")
-    pick = ids[(torch.arange(job.start, job.start + job.size)) % len(ids)]
+    pick = ids[rows % len(ids)]
     return env.task_set()[pick], pick
+
+
+def training_task_ids(env: Env, config: GenerateConfig) -> torch.Tensor:
+    """Ids of the tasks train histories use: the training split, or its first --train-tasks."""
+    train_ids = env.split(config.seed, config.heldout_fraction)[0]
+    return train_ids if config.train_tasks is None else train_ids[:config.train_tasks]
 
 
 def plan_train_size(config: GenerateConfig) -> int:
@@ -237,12 +261,14 @@ def card_meta(config: GenerateConfig, env: Env, learner, jobs: list[ShardJob]) -
         "episode_stride": config.episode_stride,
         "shard_size": config.shard_size,
         "heldout_fraction": config.heldout_fraction,
+        "train_tasks": config.train_tasks,
         "splits": splits,
         "license": config.license,
     }
     if env.spec.num_tasks is not None:
-        train_ids, test_ids = env.split(config.seed, config.heldout_fraction)
-        meta["task_split"] = {"train": train_ids.tolist(), "test": test_ids.tolist()}
+        test_ids = env.split(config.seed, config.heldout_fraction)[1]
+        meta["task_split"] = {"train": training_task_ids(env, config).tolist(),
+                              "test": test_ids.tolist()}
     return meta
 
 
@@ -254,6 +280,8 @@ def card_body(meta: dict) -> str:
               f"episodes 0, {k}, {2 * k}, ...)" if k > 1 else ", consecutive")
     rows = "\n".join(f"| {s} | {v['num_histories']} | {v['num_shards']} |"
                      for s, v in meta["splits"].items())
+    few = (f" The `train` histories cycle through only {meta['train_tasks']} distinct "
+           "task(s) (a task-diversity ablation)." if meta.get("train_tasks") else "")
     return f"""
 # {learner['name']} learning histories on {env['name']}
 
@@ -266,7 +294,7 @@ last {env['spec']['episode_len']} step(s); `dones` marks the last step of each.
 |---|---|---|
 {rows}
 
-The `test` split is held out: its tasks are never used for training. Content hash (sha256 of
+The `test` split is held out: its tasks are never used for training.{few} Content hash (sha256 of
 the shards' hashes): `{meta['content_hash']}`; `icl-rl verify FOLDER` checks it.
 
 ## Schema (version {meta['schema_version']})

@@ -234,3 +234,25 @@ def test_generate_records_the_episode_stride(tmp_path):
     assert load_histories(out, "train").history.num_steps == 60
     with pytest.raises(IclRlError, match="--episode-stride must be a positive integer"):
         main(small(tmp_path / "bad", episode_stride=0))
+
+
+def test_train_tasks_restricts_the_training_distribution(tmp_path):
+    """--train-tasks K: train histories cycle through K tasks (bandits: a seeded pool the same
+    in every shard; gridworlds: the first K training goals); held-out histories unchanged."""
+    few = main(small(tmp_path / "few", train_tasks=3))
+    full = main(small(tmp_path / "full"))
+    train, test = load_histories(few, "train"), load_histories(few, "test")
+    assert len({tuple(t) for t in train.history.tasks.tolist()}) == 3  # across 3 shards
+    assert set(train.task_ids.tolist()) == {0, 1, 2}
+    assert torch.equal(test.history.tasks, load_histories(full, "test").history.tasks)
+    assert read_card(few)["train_tasks"] == 3 and read_card(full)["train_tasks"] is None
+    grid = main(small(tmp_path / "grid", env="dark_room", num_arms=None, learner="random",
+                      train_tasks=2))
+    card = read_card(grid)
+    assert len(card["task_split"]["train"]) == 2
+    assert set(load_histories(grid, "train").task_ids.tolist()) == set(card["task_split"]["train"])
+    with pytest.raises(IclRlError, match="has 65 training tasks"):
+        main(small(tmp_path / "x", env="dark_room", num_arms=None, learner="random",
+                   train_tasks=66))
+    with pytest.raises(IclRlError, match="--train-tasks must be a positive integer"):
+        main(small(tmp_path / "x", train_tasks=0))
