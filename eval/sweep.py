@@ -148,7 +148,9 @@ def plan(config: SweepConfig) -> tuple[Path, list[Variant]]:
                   for s in STAGES}
         where = f"variant {name}"
         gen = _build("generate", merged["generate"], {"out": ""}, path, where)
-        data = out / "datasets" / _digest(gen.identity())
+        # None-valued options left out: an option added later (default None) keeps the name
+        data = out / "datasets" / _digest({k: v for k, v in gen.identity().items()
+                                           if v is not None})
         gen = dataclasses.replace(gen, out=str(data))
         run = out / name / "run"
         tr = _build("train", merged["train"], {"dataset": str(data), "out": str(run),
@@ -178,13 +180,26 @@ def stamp(v: Variant) -> dict:
     return {s: dataclasses.asdict(getattr(v, s)) for s in STAGES}
 
 
+def same_settings(old: dict, new: dict) -> bool:
+    """Stamps agree on every option the sweep file controls: the wired paths (which follow
+    from the rest) are not compared, and an option missing from an older stamp (added in a
+    later version) counts as its default, which is what that version ran with."""
+    for stage, cls in STAGES.items():
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        a, b = old.get(stage, {}), new.get(stage, {})
+        for k in (set(a) | set(b)) - set(WIRED[stage]):
+            if a.get(k, defaults.get(k)) != b.get(k, defaults.get(k)):
+                return False
+    return True
+
+
 def run_variant(v: Variant, out: Path) -> dict:
     """Generate (or reuse), train (or resume), evaluate; returns the eval results."""
     folder = out / v.name
     stamp_file = folder / "variant.json"
     results_file = Path(v.eval.out) / "results.json"
     if stamp_file.exists():
-        if json.loads(stamp_file.read_text()) != stamp(v):
+        if not same_settings(json.loads(stamp_file.read_text()), stamp(v)):
             raise IclRlError(f"{folder} holds variant {v.name} run with other settings "
                              f"({stamp_file}); rename the variant or delete that folder")
         if results_file.exists():

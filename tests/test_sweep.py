@@ -75,6 +75,24 @@ def test_edited_finished_variant_is_refused(tmp_path):
         sweep.main(SweepConfig(sweep=edited))
 
 
+def test_variant_from_an_older_version_is_kept(tmp_path, monkeypatch):
+    """A finished variant stamped before an option existed (its stamp lacks the option, the
+    run used its default) is kept, not refused or rerun; an edited option still is refused."""
+    file = write(tmp_path, {"full": {}})
+    sweep.main(SweepConfig(sweep=file))
+    stamp_file = tmp_path / "out/full/variant.json"
+    old = json.loads(stamp_file.read_text())
+    del old["train"]["target"], old["eval"]["split"], old["generate"]["train_tasks"]
+    old["train"]["dataset"] = old["eval"]["dataset"] = "out/datasets/0123456789ab"  # old name
+    stamp_file.write_text(json.dumps(old))
+    monkeypatch.setattr(sweep, "train", lambda *a: pytest.fail("a kept variant was retrained"))
+    sweep.main(SweepConfig(sweep=file))
+    old["train"]["lr"] = 0.5
+    stamp_file.write_text(json.dumps(old))
+    with pytest.raises(IclRlError, match="run with other settings"):
+        sweep.main(SweepConfig(sweep=file))
+
+
 @pytest.mark.parametrize(("variants", "extra", "msg"), [
     ({"a": {"train": {"contxt": 3}}}, {}, "unknown train option"),
     ({"a": {"train": {"out": "x"}}}, {}, "set by the sweep"),
