@@ -19,12 +19,17 @@ from icl_rl.models import ADConfig, ADModel
 from icl_rl.policy import ModelAgent
 
 
+def copy_probe(mb: int = 256):
+    """(one copy of `mb` MiB, the bytes it reads and writes)."""
+    src = torch.empty(mb * 2**20 // 4).uniform_()
+    dst = torch.empty_like(src)
+    return (lambda: dst.copy_(src)), 2 * src.numel() * 4
+
+
 def memory_bandwidth_gbs(mb: int = 512, repeats: int = 7) -> float:
     """Copy bandwidth (bytes read + written per second) in GB/s, the best of the repeats."""
-    src = torch.empty(mb * 2**20 // 4)
-    dst = torch.empty_like(src)
-    t = best_time(lambda: dst.copy_(src), repeats, warmup=1)
-    return 2 * src.numel() * 4 / t / 1e9
+    probe, nbytes = copy_probe(mb)
+    return nbytes / best_time(probe, repeats, warmup=1) / 1e9
 
 
 def filled_agent(model: ADModel, tasks: int, context: int, use_cache: bool,
@@ -72,13 +77,6 @@ def interleaved_times(steps: list, repeats: int) -> list[list[float]]:
             step()
             ts.append(time.perf_counter() - t0)
     return times
-
-
-def copy_probe(mb: int = 256):
-    """(one copy of `mb` MiB, the bytes it reads and writes)."""
-    src = torch.empty(mb * 2**20 // 4).uniform_()
-    dst = torch.empty_like(src)
-    return (lambda: dst.copy_(src)), 2 * src.numel() * 4
 
 
 def row(context: int, tasks: int, mode: str, t: float, agent: ModelAgent | None = None) -> dict:

@@ -103,12 +103,15 @@ def mean_ci(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0), 1.96 * sd / math.sqrt(n)
 
 
+SPLITS = {"test": "held-out", "train": "training"}  # --split: which tasks, in words
+
+
 def eval_tasks(env: Env, meta: dict | None, n: int, seed: int,
                split: str = "test") -> tuple[torch.Tensor, str]:
     """Held-out tasks (`split` test) or the training ones (`train`) of a finite task set, or
     fresh samples of an infinite one."""
     if env.spec.num_tasks is not None:
-        name = "held-out" if split == "test" else "training"
+        name = SPLITS[split]
         if meta and "task_split" in meta:
             ids = torch.tensor(meta["task_split"][split], dtype=torch.long)
             where = f"the dataset's {name} task split"
@@ -265,7 +268,7 @@ def validate(config: EvalConfig) -> None:
     require_positive(config, "num_tasks", "episodes")
     if not config.temperature > 0:
         raise IclRlError(f"--temperature must be > 0, got {config.temperature}")
-    if config.split not in ("test", "train"):
+    if config.split not in SPLITS:
         raise IclRlError(f"--split must be test (held-out tasks) or train, got {config.split!r}")
 
 
@@ -350,8 +353,7 @@ def main(config: EvalConfig) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
-    tasks_name = "training" if config.split == "train" else "held-out"
-    plot(results, out / "curves.png", f"in context on {mc.env_name}, {tasks_name} tasks")
+    plot(results, out / "curves.png", f"in context on {mc.env_name}, {SPLITS[config.split]} tasks")
     atomic_write_text(out / "report.md", report(results))
     save_config(config, out / "eval_config.json")
     add_to_model_card(config.model, results)
