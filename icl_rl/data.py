@@ -4,6 +4,11 @@ AD trains on windows that span several episodes of one history. A window startin
 carries the transition before it (a_{s-1}, r_{s-1}) in its first token, exactly as a sliding
 window does at evaluation time. Batches are cut with tensor indexing (`__getitems__`), no
 per-window Python.
+
+At evaluation the model's first K steps see the history from its first step; among the
+T - K + 1 windows of a history only one starts there, so a random window almost never shows
+the model the context it will act in while it searches a new task. `history_start_fraction`
+makes that share of the windows start at step 0.
 """
 
 from __future__ import annotations
@@ -26,13 +31,17 @@ class WindowDataset(Dataset):
     source took (Algorithm Distillation) or the oracle's action in that state
     (`optimal_actions`, the label of the Decision-Pretrained Transformer). The inputs are the
     source's transitions either way.
+
+    With `history_start_fraction` f > 0 the index space grows by items that all start at
+    step 0 (history i % N), so that a uniform pick over it starts there with probability f.
     """
 
     def __init__(self, history: History, context: int, num_actions: int,
                  obs_levels: list[int] | None = None, target: str = "actions",
-                 source: str = "the dataset") -> None:
+                 source: str = "the dataset", history_start_fraction: float = 0.0) -> None:
         if context < 1:
             raise IclRlError(f"context must be >= 1, got {context}")
+        check_start_fraction(history_start_fraction)
         if target not in TARGETS:
             raise IclRlError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
         if target == "optimal_actions" and history.optimal_actions is None:
@@ -49,10 +58,12 @@ class WindowDataset(Dataset):
         self.starts = t - self.length + 1  # windows per history
         self.n = n
         self.steps = torch.arange(self.length)
+        f = history_start_fraction
+        self.extra = round(f / (1 - f) * n * self.starts) if f > 0 else 0
 
     def __len__(self) -> int:
-        """Number of distinct windows."""
-        return self.n * self.starts
+        """Number of windows: every start of every history, plus the added history starts."""
+        return self.n * self.starts + self.extra
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         """One window (a batch of one, squeezed)."""
@@ -61,6 +72,11 @@ class WindowDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
         """A batch of windows: tokens [B, K, token_dim], actions [B, K], attention_mask [B, K]."""
         idx = torch.as_tensor(indices, dtype=torch.long)
+        if idx.numel() and not 0 <= int(idx.min()) <= int(idx.max()) < len(self):
+            raise IndexError(f"window index out of range [0, {len(self)})")
+        regular = self.n * self.starts
+        added = idx >= regular  # the added items: history (i - regular) % n from step 0
+        idx = torch.where(added, ((idx - regular) % self.n) * self.starts, idx)
         rows = (idx // self.starts)[:, None]  # [B, 1]
         cols = (idx % self.starts)[:, None] + self.steps  # [B, L]
         h = self.h
@@ -81,6 +97,12 @@ class WindowDataset(Dataset):
         return {"tokens": tokens, "actions": actions, "attention_mask": mask}
 
 
+def check_start_fraction(f: float) -> None:
+    """history_start_fraction must leave room for the other windows."""
+    if not 0 <= f < 1:
+        raise IclRlError(f"history_start_fraction must be in [0, 1), got {f}")
+
+
 def collate_batch(batch):
     """Identity: `WindowDataset.__getitems__` already returns a collated batch."""
     if isinstance(batch, list):  # a sampler that fetched single items
@@ -96,7 +118,9 @@ class StreamingWindows(torch.utils.data.IterableDataset):
     def __init__(self, source, split: str, context: int, num_actions: int,
                  obs_levels: list[int] | None, batch_size: int, seed: int, rank: int = 0,
                  world: int = 1, chunk_rows: int = 256, windows_per_history: int = 4,
-                 target: str = "actions") -> None:
+                 target: str = "actions", history_start_fraction: float = 0.0) -> None:
+        check_start_fraction(history_start_fraction)
+        self.start_fraction = history_start_fraction
         self.args = (source, split, chunk_rows, rank, world)
         self.window = (context, num_actions, obs_levels, target, str(source))
         self.batch_size = batch_size
@@ -116,5 +140,8 @@ class StreamingWindows(torch.utils.data.IterableDataset):
             windows = WindowDataset(chunk.history, *self.window)
             n = chunk.history.num_histories * self.windows_per_history
             picks = torch.randint(0, len(windows), (n,), generator=g)
+            if self.start_fraction > 0:  # these windows start at the history's first step
+                at_start = torch.rand(n, generator=g) < self.start_fraction
+                picks = torch.where(at_start, picks - picks % windows.starts, picks)
             for b in range(0, n - self.batch_size + 1, self.batch_size):
                 yield windows.__getitems__(picks[b:b + self.batch_size].tolist())

@@ -211,6 +211,32 @@ def test_noise_distill_with_a_searching_demonstrator_does_not_leak_the_goal():
         make_learner("noise_distill", env, demonstrator="noise_distill")
 
 
+def test_noise_distill_with_a_start_per_history():
+    """eps_start_min: each history starts at its own noise level, uniform in [eps_start_min,
+    eps_start], and anneals to eps_end; how often a history departs from the oracle follows
+    its own level."""
+    env = make_env("dark_room")
+    tasks = env.sample_tasks(512, torch.Generator().manual_seed(0))
+    agent = make_learner("noise_distill", env, eps_start_min=0.0, eps_start=1.0, eps_end=0.0,
+                         decay_steps=4000)
+    h = rollout(env, agent, tasks, 400, torch.Generator().manual_seed(1),
+                TaskGenerators.for_tasks(0, 2, range(512)))
+    start = agent.start
+    assert start.shape == (512,) and 0 <= start.min() < 0.05 and 0.95 < start.max() <= 1
+    assert abs(start.mean().item() - 0.5) < 0.05
+    departs = (h.actions != h.optimal_actions).float().mean(dim=1)
+    expected = start * (1 - 0.05) * 0.8  # mean noise over the 400 steps, 4 of 5 actions differ
+    assert (departs - expected).abs().mean() < 0.05
+    assert torch.corrcoef(torch.stack([departs, start]))[0, 1] > 0.9
+    agent.steps = 4000
+    assert torch.equal(agent.epsilon(), torch.zeros(512))
+    fixed = make_learner("noise_distill", env, decay_steps=4000)
+    fixed.reset(4)
+    assert fixed.epsilon() == 1.0  # without eps_start_min one level for all, no extra draw
+    with pytest.raises(IclRlError, match="eps_start_min <= eps_start"):
+        make_learner("noise_distill", env, eps_start_min=0.8, eps_start=0.5)
+
+
 def test_impossible_tasks_are_refused():
     with pytest.raises(IclRlError, match="raise episode_len to >= 8"):
         make_env("dark_room", size=9, episode_len=7)

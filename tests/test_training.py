@@ -92,6 +92,44 @@ def test_windows_carry_the_previous_transition(ucb_data):
     assert b["tokens"].shape == (1, 100, 9) and b["attention_mask"][0].sum() == 64
 
 
+def test_history_start_fraction_windows(ucb_data, tmp_path):
+    """--history-start-fraction f: that share of the windows, in memory and streamed, start
+    at a history's first step (the context of the model's first K steps at evaluation);
+    uniform windows start there 1 time in T - K + 1."""
+    from icl_rl.data import StreamingWindows
+
+    h = load_histories(ucb_data, "train").history
+    plain = WindowDataset(h, context=10, num_actions=5)
+    ds = WindowDataset(h, context=10, num_actions=5, history_start_fraction=0.25)
+    assert len(plain) == h.num_histories * 55
+    assert abs(ds.extra / len(ds) - 0.25) < 1e-3
+    added = ds.__getitems__([len(plain), len(plain) + 1, len(ds) - 1])
+    again = plain.__getitems__([0, 55, ((len(ds) - 1 - len(plain)) % h.num_histories) * 55])
+    for k in added:
+        assert torch.equal(added[k], again[k]), k
+    assert (added["tokens"][:, 0, -1] == 1).all()  # no previous action: the history's start
+
+    def start_share(windows):
+        tokens = torch.cat([b["tokens"] for b in windows])
+        return (tokens[:, 0, -1] == 1).float().mean().item()
+
+    g = torch.Generator().manual_seed(0)
+    picks = torch.randint(0, len(ds), (4000,), generator=g).tolist()
+    assert abs(start_share([ds.__getitems__(picks)]) - 0.25 - 0.75 / 55) < 0.03
+    assert start_share([plain.__getitems__([i % len(plain) for i in picks])]) < 0.05
+    with pytest.raises(IndexError):
+        plain.__getitems__([len(plain)])
+    for f in (0.0, 0.5):
+        stream = StreamingWindows(ucb_data, "train", 10, 5, None, 32, seed=0,
+                                  windows_per_history=20, history_start_fraction=f)
+        assert abs(start_share(list(stream)) - (f + (1 - f) / 55)) < 0.04, f
+    with pytest.raises(IclRlError, match="history_start_fraction must be in"):
+        WindowDataset(h, context=10, num_actions=5, history_start_fraction=1.0)
+    with pytest.raises(IclRlError, match="--history-start-fraction must be in"):
+        train(tiny(ucb_data, tmp_path / "x", history_start_fraction=-0.1))
+    assert not (tmp_path / "x").exists()
+
+
 def test_dpt_target_windows_and_training(ucb_data, tmp_path):
     """--target optimal_actions: the same input tokens, the oracle's action as the label; a
     short run predicts the best arm more often than the source itself pulls it."""

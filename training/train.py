@@ -63,6 +63,10 @@ class TrainConfig:
     (Algorithm Distillation), or `optimal_actions`, the oracle's action in that state given
     the true task (the Decision-Pretrained Transformer's label: the model has to infer the
     task from the context)."""
+    history_start_fraction: float = 0.0
+    """Share of training windows that start at a history's first step. At evaluation the
+    model's first `context` steps (its search of a new task) see the history from there, but
+    only 1 in T - K + 1 random windows does; 0 samples windows uniformly."""
     hide_inputs: str | None = None
     """Comma-separated parts of every token the model never sees: action, reward,
     episode_start, observation (ablations of the ingredients of in-context RL)."""
@@ -126,6 +130,9 @@ def validate(config: TrainConfig) -> None:
             raise IclRlError(f"--{name.replace('_', '-')} must be >= 0")
     if config.target not in TARGETS:
         raise IclRlError(f"--target must be one of {', '.join(TARGETS)}, got {config.target!r}")
+    if not 0 <= config.history_start_fraction < 1:
+        raise IclRlError(f"--history-start-fraction must be in [0, 1), got "
+                         f"{config.history_start_fraction}")
     for name in hidden_inputs(config):
         if name not in ADConfig.TOKEN_PARTS:
             raise IclRlError(f"--hide-inputs: unknown part {name!r}; choose among "
@@ -337,11 +344,13 @@ def main(config: TrainConfig) -> dict:
         stream = StreamingWindows(config.dataset, "train", config.context, num_actions,
                                   obs_levels, config.batch_size, config.seed,
                                   accelerator.process_index, accelerator.num_processes,
-                                  target=config.target)
+                                  target=config.target,
+                                  history_start_fraction=config.history_start_fraction)
         train_dl = None
     else:
         train_dl = DataLoader(WindowDataset(train.history, config.context, num_actions,
-                                            obs_levels, config.target, train.source),
+                                            obs_levels, config.target, train.source,
+                                            config.history_start_fraction),
                               batch_size=config.batch_size, shuffle=True, drop_last=True,
                               collate_fn=collate_batch, num_workers=config.num_workers)
         if len(train_dl) == 0:

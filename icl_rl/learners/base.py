@@ -60,8 +60,8 @@ class Learner:
         self.n = n
         self.generator = generator if generator is not None else torch.Generator()
 
-    def explore(self, greedy: Tensor, epsilon: float) -> Tensor:
-        """`greedy` [N], replaced by a uniform action with probability epsilon.
+    def explore(self, greedy: Tensor, epsilon: float | Tensor) -> Tensor:
+        """`greedy` [N], replaced by a uniform action with probability epsilon (a float, or [N]).
 
         Draws: rand [N] (explore?) then randint [N] (which action).
         """

@@ -119,6 +119,11 @@ class NoiseDistillParams(LearnerParams):
 
     eps_start: float = 1.0
     """Probability of a uniformly random action at the first step."""
+    eps_start_min: float | None = None
+    """If set, each history starts at its own noise level, uniform in [eps_start_min,
+    eps_start], and falls linearly to eps_end over decay_steps: one dataset then holds
+    demonstrators of every quality at every point of a history, so the noise level is
+    something a model has to infer from the context rather than read off the episode count."""
     eps_end: float = 0.0
     """Floor reached after decay_steps."""
     decay_steps: int = 1000
@@ -136,8 +141,9 @@ class NoiseDistill(Learner):
     rollout. With the oracle as demonstrator the noise-free actions point at the hidden goal
     from the first step, so a model trained on such histories learns a search biased toward
     the training goals; a demonstrator that has to search itself does not leak the goal.
-    Draws per step: the demonstrator's own draws (none for the oracle), then rand [N] and
-    randint [N].
+    Draws: at reset, the demonstrator's reset draws, then rand [N] (each history's starting
+    noise) if `eps_start_min` is set; per step, the demonstrator's own draws (none for the
+    oracle), then rand [N] and randint [N].
     """
 
     Params = NoiseDistillParams
@@ -148,6 +154,9 @@ class NoiseDistill(Learner):
         p = self.params
         if not (0 <= p.eps_end <= 1 and 0 <= p.eps_start <= 1 and p.decay_steps >= 1):
             raise IclRlError(f"noise_distill: need eps in [0, 1] and decay_steps >= 1: {p}")
+        if p.eps_start_min is not None and not 0 <= p.eps_start_min <= p.eps_start:
+            raise IclRlError(f"noise_distill: need 0 <= eps_start_min <= eps_start "
+                             f"({p.eps_start}), got eps_start_min={p.eps_start_min}")
         self.env = env
         self.demo = None
         if p.demonstrator != "oracle":
@@ -166,13 +175,18 @@ class NoiseDistill(Learner):
         super().reset(n, generator)
         if self.demo is not None:
             self.demo.reset(n, self.generator)  # one random stream for both
+        p = self.params
+        self.start: float | Tensor = p.eps_start
+        if p.eps_start_min is not None:
+            self.start = p.eps_start_min + (p.eps_start - p.eps_start_min) * rng.rand(
+                self.generator, (n,))
         self.steps = 0
 
-    def epsilon(self) -> float:
-        """Noise level at the current step."""
+    def epsilon(self) -> float | Tensor:
+        """Noise level at the current step: a float, or [N] with `eps_start_min`."""
         p = self.params
         frac = min(1.0, self.steps / p.decay_steps)
-        return p.eps_start + (p.eps_end - p.eps_start) * frac
+        return self.start + (p.eps_end - self.start) * frac
 
     def act(self, obs: Tensor) -> Tensor:
         """The demonstrator's action, or noise."""
