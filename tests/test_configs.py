@@ -1,0 +1,35 @@
+"""The command sets shipped in configs/ parse, validate and chain into each other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from data_gen.generate import GenerateConfig
+from data_gen.generate import validate as validate_generate
+from eval.evaluate import EvalConfig
+from eval.evaluate import validate as validate_eval
+from icl_rl.config import parse_config
+from training.train import TrainConfig
+from training.train import validate as validate_train
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+SETS = sorted(p for p in CONFIGS.iterdir() if (p / "generate.yaml").exists())
+
+
+def test_there_are_command_sets():
+    assert {"darkroom", "darkroom_eps", "darkroom_q"} <= {p.name for p in SETS}
+
+
+@pytest.mark.parametrize("folder", SETS, ids=lambda p: p.name)
+def test_command_set_parses_validates_and_chains(folder):
+    gen = parse_config(GenerateConfig, ["--config", str(folder / "generate.yaml")])
+    train = parse_config(TrainConfig, ["--config", str(folder / "train.yaml")])
+    ev = parse_config(EvalConfig, ["--config", str(folder / "eval.yaml")])
+    validate_generate(gen)  # builds the env and the learner from its kwargs
+    validate_train(train)
+    validate_eval(ev)
+    assert train.dataset == gen.out
+    assert ev.dataset == gen.out
+    assert Path(ev.model) in (Path(train.out), Path(train.out) / "model")
