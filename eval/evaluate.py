@@ -138,8 +138,36 @@ def episodes_to(curve: np.ndarray, level: float) -> int | None:
     return int(hits[0]) + 1 if len(hits) else None
 
 
-def summarize(h: History, env: Env, k: int, oracle_return: float) -> dict:
-    """Per-episode curve, improvement, fraction of oracle, regret for one agent."""
+def search_and_exploit(h: History, returns: np.ndarray, oracle: np.ndarray) -> dict:
+    """How fast an agent finds reward and how well it uses it once found (sparse-reward envs).
+
+    `rewarded_by_episode[e]`: fraction of tasks with a non-zero reward in episodes 1..e+1.
+    `fraction_of_oracle_after_first_reward`: return over the episodes after each task's first
+    rewarded one, as a fraction of that task's oracle return `oracle` [N] (tasks found early
+    tend to be easy ones, so one average oracle would flatter them); None if no task was
+    rewarded before its last episode. An agent can trail another for either reason; these
+    tell which.
+    """
+    ends = h.dones[0].nonzero()[:, 0]
+    hits = (h.rewards != 0).float().cumsum(dim=1)[:, ends]  # [N, E]
+    rewarded = torch.diff(hits, dim=1, prepend=torch.zeros_like(hits[:, :1])) > 0
+    seen = rewarded.cummax(dim=1).values.numpy()  # reward seen by episode e
+    episodes = seen.shape[1]
+    first = np.where(seen.any(axis=1), seen.argmax(axis=1), episodes)  # [N]
+    after = np.arange(episodes)[None] > first[:, None]
+    exploit = None
+    if after.any() and (oracle > 0).all():
+        exploit = float((returns / oracle[:, None])[after].mean())
+    return {"rewarded_by_episode": seen.mean(axis=0).tolist(),
+            "fraction_of_oracle_after_first_reward": exploit}
+
+
+def summarize(h: History, env: Env, k: int, oracle_return: float,
+              task_oracle: np.ndarray | None = None) -> dict:
+    """Per-episode curve, improvement, fraction of oracle, regret for one agent.
+
+    `task_oracle` [N], the oracle's return on each task, adds the search / exploitation split
+    for envs other than bandits."""
     returns = h.episode_returns().numpy()  # [N, E]
     mean, ci = mean_ci(returns)
     first, last = returns[:, :k].mean(axis=1), returns[:, -k:].mean(axis=1)
@@ -154,6 +182,8 @@ def summarize(h: History, env: Env, k: int, oracle_return: float) -> dict:
         "fraction_of_oracle_last_k": float(last.mean() / oracle_return) if oracle_return else None,
         "episodes_to_80pct_oracle": episodes_to(mean, 0.8 * oracle_return),
     }
+    if task_oracle is not None and not isinstance(env, Bandit):
+        res.update(search_and_exploit(h, returns, task_oracle))
     if isinstance(env, Bandit) and h.expected_rewards is not None:
         best = h.tasks.max(dim=1).values[:, None]  # [N, 1]
         regret = (best - h.expected_rewards).cumsum(dim=1).numpy()  # [N, T]
@@ -212,14 +242,23 @@ def plot(results: dict, path: Path, title: str) -> None:
     tmp.replace(path)
 
 
+SEARCH_NOTE = """
+The last two columns split the learning into search (the share of tasks where some reward has
+been found) and exploitation (the return in the episodes after that, as a fraction of each
+task's oracle return)."""
+
+
 def report(results: dict) -> str:
     """report.md: what was run and the table."""
     k = results["improvement_k"]
     bandit = all("final_regret" in a for a in results["agents"].values())
     head = (f"| agent | return, first {k} ep. | return, last {k} ep. | in-context improvement "
             f"(95% CI) | last {k} / oracle |" + (" cumulative regret at horizon (95% CI) |"
-                                                   if bandit else " episodes to 80% of oracle |"))
-    sep = "|---" * 6 + "|"
+                                                   if bandit else
+                                                   f" episodes to 80% of oracle | tasks rewarded "
+                                                   f"in first {k} ep. | return after first "
+                                                   f"reward / oracle |"))
+    sep = "|---" * (6 if bandit else 8) + "|"
     rows = []
     for name, a in results["agents"].items():
         frac = a["fraction_of_oracle_last_k"]
@@ -231,6 +270,10 @@ def report(results: dict) -> str:
         else:
             reached = a.get("episodes_to_80pct_oracle")
             row += f" {'not reached' if reached is None else reached} |"
+            seen, exploit = a.get("rewarded_by_episode"), a.get(
+                "fraction_of_oracle_after_first_reward")
+            row += f" {'' if not seen else f'{seen[k - 1]:.0%}'} |"
+            row += f" {'' if exploit is None else f'{exploit:.0%}'} |"
         rows.append(row)
     ratios = ""
     if bandit and "source" in results["agents"]:
@@ -256,7 +299,7 @@ def report(results: dict) -> str:
 
 In-context improvement is the mean return over the last {k} episodes minus the first {k},
 per task, with its 95% confidence interval over tasks. No weights change during evaluation:
-whatever improvement the model shows, it learns in context.
+whatever improvement the model shows, it learns in context.{"" if bandit else SEARCH_NOTE}
 """
 
 
@@ -345,9 +388,10 @@ def main(config: EvalConfig) -> dict:
         histories[name] = History.cat(parts)
     bar.close()
     env.reset(tasks)  # the oracle's return on exactly these tasks
-    oracle_return = float(env.optimal_episode_return().mean())
+    task_oracle = env.optimal_episode_return().double().numpy()  # [N]
+    oracle_return = float(task_oracle.mean())
     for name, h in histories.items():
-        results["agents"][name] = summarize(h, env, k, oracle_return)
+        results["agents"][name] = summarize(h, env, k, oracle_return, task_oracle)
     results["oracle_episode_return"] = oracle_return
 
     out = Path(config.out)

@@ -14,13 +14,13 @@ from data_gen.generate import GenerateConfig
 from data_gen.generate import main as generate
 from eval.demo import DemoConfig
 from eval.demo import main as demo
-from eval.evaluate import EvalConfig, episodes_to, eval_tasks, report
+from eval.evaluate import EvalConfig, episodes_to, eval_tasks, report, summarize
 from eval.evaluate import main as evaluate
 from icl_rl.envs import make_env
 from icl_rl.errors import IclRlError
 from icl_rl.models import ADConfig, ADModel
 from icl_rl.policy import ModelAgent
-from icl_rl.rollout import rollout
+from icl_rl.rollout import History, rollout
 from training.train import TrainConfig
 from training.train import main as train
 
@@ -156,6 +156,37 @@ def test_episodes_to_a_fraction_of_the_oracle():
     text = report(results)
     assert "episodes to 80% of oracle |" in text
     assert "| 90.0% | 2 |" in text and "| 90.0% | not reached |" in text
+
+
+def test_search_and_exploit_split():
+    """Gridworld evaluations split learning into search (tasks with some reward by episode e)
+    and exploitation (return after the first rewarded episode, per task's oracle); bandits,
+    rewarded on every pull, do not get it."""
+    rewards = torch.tensor([[0, 0, 0, 1, 1, 1],    # returns 0, 1, 2: found in episode 2
+                            [1, 0, 1, 1, 0, 1],    # 1, 2, 1: found in episode 1
+                            [0, 0, 0, 0, 0, 0]],   # never
+                           dtype=torch.float32)
+    dones = (torch.arange(6) % 2 == 1).expand(3, 6)
+    h = History(torch.zeros(3, 6, 2), torch.zeros(3, 6, dtype=torch.long), rewards, dones,
+                torch.zeros(3, 2))
+    oracle = np.array([2.0, 2.0, 1.0])
+    res = summarize(h, make_env("dark_room"), 2, float(oracle.mean()), oracle)
+    assert res["rewarded_by_episode"] == pytest.approx([1 / 3, 2 / 3, 2 / 3])
+    # after the first reward: task 0 episode 3 (2 of 2), task 1 episodes 2, 3 (2 of 2, 1 of 2)
+    assert res["fraction_of_oracle_after_first_reward"] == pytest.approx((1 + 1 + 0.5) / 3)
+    never = History(h.observations, h.actions, torch.zeros(3, 6), dones, h.tasks)
+    res0 = summarize(never, make_env("dark_room"), 2, 1.0, oracle)
+    assert res0["rewarded_by_episode"] == [0, 0, 0]
+    assert res0["fraction_of_oracle_after_first_reward"] is None
+    bandit = summarize(h, make_env("bernoulli_bandit"), 2, 1.0, oracle)
+    assert "rewarded_by_episode" not in bandit
+    results = {"improvement_k": 2, "model": "m", "env": {"name": "dark_room", "params": {}},
+               "source_learner": None, "num_tasks": 3, "tasks_from": "x", "episodes": 3,
+               "episode_len": 2, "window": 6, "action_selection": "sampled",
+               "agents": {"model": res, "random": res0}}
+    text = report(results)
+    assert "tasks rewarded in first 2 ep. | return after first reward / oracle |" in text
+    assert "| 67% | 83% |" in text and "| 0% |  |" in text
 
 
 def test_split_picks_training_or_heldout_goals(trained, tmp_path):
