@@ -148,9 +148,7 @@ def search_and_exploit(h: History, returns: np.ndarray, oracle: np.ndarray) -> d
     rewarded before its last episode. An agent can trail another for either reason; these
     tell which.
     """
-    ends = h.dones[0].nonzero()[:, 0]
-    hits = (h.rewards != 0).float().cumsum(dim=1)[:, ends]  # [N, E]
-    rewarded = torch.diff(hits, dim=1, prepend=torch.zeros_like(hits[:, :1])) > 0
+    rewarded = h.per_episode((h.rewards != 0).float()) > 0  # [N, E]
     seen = rewarded.cummax(dim=1).values.numpy()  # reward seen by episode e
     episodes = seen.shape[1]
     first = np.where(seen.any(axis=1), seen.argmax(axis=1), episodes)  # [N]
@@ -162,12 +160,11 @@ def search_and_exploit(h: History, returns: np.ndarray, oracle: np.ndarray) -> d
             "fraction_of_oracle_after_first_reward": exploit}
 
 
-def summarize(h: History, env: Env, k: int, oracle_return: float,
-              task_oracle: np.ndarray | None = None) -> dict:
-    """Per-episode curve, improvement, fraction of oracle, regret for one agent.
-
-    `task_oracle` [N], the oracle's return on each task, adds the search / exploitation split
-    for envs other than bandits."""
+def summarize(h: History, env: Env, k: int, task_oracle: np.ndarray) -> dict:
+    """Per-episode curve, improvement, fraction of oracle, regret for one agent, and for envs
+    other than bandits the search / exploitation split. `task_oracle` [N]: the oracle's
+    episode return on each task."""
+    oracle_return = float(task_oracle.mean())
     returns = h.episode_returns().numpy()  # [N, E]
     mean, ci = mean_ci(returns)
     first, last = returns[:, :k].mean(axis=1), returns[:, -k:].mean(axis=1)
@@ -182,7 +179,7 @@ def summarize(h: History, env: Env, k: int, oracle_return: float,
         "fraction_of_oracle_last_k": float(last.mean() / oracle_return) if oracle_return else None,
         "episodes_to_80pct_oracle": episodes_to(mean, 0.8 * oracle_return),
     }
-    if task_oracle is not None and not isinstance(env, Bandit):
+    if not isinstance(env, Bandit):
         res.update(search_and_exploit(h, returns, task_oracle))
     if isinstance(env, Bandit) and h.expected_rewards is not None:
         best = h.tasks.max(dim=1).values[:, None]  # [N, 1]
@@ -391,7 +388,7 @@ def main(config: EvalConfig) -> dict:
     task_oracle = env.optimal_episode_return().double().numpy()  # [N]
     oracle_return = float(task_oracle.mean())
     for name, h in histories.items():
-        results["agents"][name] = summarize(h, env, k, oracle_return, task_oracle)
+        results["agents"][name] = summarize(h, env, k, task_oracle)
     results["oracle_episode_return"] = oracle_return
 
     out = Path(config.out)

@@ -120,9 +120,9 @@ class StreamingWindows(torch.utils.data.IterableDataset):
                  world: int = 1, chunk_rows: int = 256, windows_per_history: int = 4,
                  target: str = "actions", history_start_fraction: float = 0.0) -> None:
         check_start_fraction(history_start_fraction)
-        self.start_fraction = history_start_fraction
         self.args = (source, split, chunk_rows, rank, world)
-        self.window = (context, num_actions, obs_levels, target, str(source))
+        self.window = (context, num_actions, obs_levels, target, str(source),
+                       history_start_fraction)
         self.batch_size = batch_size
         self.seed, self.rank = seed, rank
         self.windows_per_history = windows_per_history
@@ -140,8 +140,5 @@ class StreamingWindows(torch.utils.data.IterableDataset):
             windows = WindowDataset(chunk.history, *self.window)
             n = chunk.history.num_histories * self.windows_per_history
             picks = torch.randint(0, len(windows), (n,), generator=g)
-            if self.start_fraction > 0:  # these windows start at the history's first step
-                at_start = torch.rand(n, generator=g) < self.start_fraction
-                picks = torch.where(at_start, picks - picks % windows.starts, picks)
             for b in range(0, n - self.batch_size + 1, self.batch_size):
                 yield windows.__getitems__(picks[b:b + self.batch_size].tolist())

@@ -50,8 +50,12 @@ class History:
 
     def episode_returns(self) -> Tensor:
         """Return of every complete episode [N, E] (histories run in lockstep)."""
+        return self.per_episode(self.rewards)
+
+    def per_episode(self, values: Tensor) -> Tensor:
+        """Sum of per-step `values` [N, T] over every complete episode: [N, E]."""
         ends = self.dones[0].nonzero()[:, 0]  # [E]
-        csum = self.rewards.cumsum(dim=1)[:, ends]  # [N, E]
+        csum = values.cumsum(dim=1)[:, ends]  # [N, E]
         return torch.diff(csum, dim=1, prepend=torch.zeros_like(csum[:, :1]))
 
 

@@ -170,15 +170,15 @@ def test_search_and_exploit_split():
     h = History(torch.zeros(3, 6, 2), torch.zeros(3, 6, dtype=torch.long), rewards, dones,
                 torch.zeros(3, 2))
     oracle = np.array([2.0, 2.0, 1.0])
-    res = summarize(h, make_env("dark_room"), 2, float(oracle.mean()), oracle)
+    res = summarize(h, make_env("dark_room"), 2, oracle)
     assert res["rewarded_by_episode"] == pytest.approx([1 / 3, 2 / 3, 2 / 3])
     # after the first reward: task 0 episode 3 (2 of 2), task 1 episodes 2, 3 (2 of 2, 1 of 2)
     assert res["fraction_of_oracle_after_first_reward"] == pytest.approx((1 + 1 + 0.5) / 3)
     never = History(h.observations, h.actions, torch.zeros(3, 6), dones, h.tasks)
-    res0 = summarize(never, make_env("dark_room"), 2, 1.0, oracle)
+    res0 = summarize(never, make_env("dark_room"), 2, oracle)
     assert res0["rewarded_by_episode"] == [0, 0, 0]
     assert res0["fraction_of_oracle_after_first_reward"] is None
-    bandit = summarize(h, make_env("bernoulli_bandit"), 2, 1.0, oracle)
+    bandit = summarize(h, make_env("bernoulli_bandit"), 2, oracle)
     assert "rewarded_by_episode" not in bandit
     results = {"improvement_k": 2, "model": "m", "env": {"name": "dark_room", "params": {}},
                "source_learner": None, "num_tasks": 3, "tasks_from": "x", "episodes": 3,

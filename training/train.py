@@ -520,17 +520,16 @@ def model_card(mc: ADConfig, config: TrainConfig, metrics: list[dict], step: int
 
     evals = [m for m in metrics if "eval/loss" in m]
     learner = (mc.training or {}).get("learner") or {}
+    kind, tag, what = (("Algorithm Distillation", "algorithm-distillation",
+                        "the learner's next action") if config.target == "actions" else
+                       ("Decision-Pretrained Transformer", "decision-pretrained-transformer",
+                        "the oracle's action in every state"))
     header = {"library_name": "icl-rl",
-              "tags": ["reinforcement-learning", "in-context-learning",
-                       "algorithm-distillation" if config.target == "actions"
-                       else "decision-pretrained-transformer", mc.env_name]}
+              "tags": ["reinforcement-learning", "in-context-learning", tag, mc.env_name]}
     if not Path(config.dataset).exists():
         header["datasets"] = [config.dataset]
     quality = (f"Held-out action loss {evals[-1]['eval/loss']:.4f}, accuracy "
                f"{evals[-1]['eval/accuracy']:.1%} (step {evals[-1]['step']})." if evals else "")
-    kind, what = (("Algorithm Distillation", "the learner's next action")
-                  if config.target == "actions" else
-                  ("Decision-Pretrained Transformer", "the oracle's action in every state"))
     rows = "\n".join(f"| {k} | {v} |" for k, v in dataclasses.asdict(config).items()
                      if k not in ("push_to_hub", "private", "progress"))
     return f"""---
