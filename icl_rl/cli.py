@@ -13,8 +13,9 @@ COMMANDS = {
     "verify": ("data_gen.verify", "check a dataset's bytes against its card's hashes"),
     "train": ("training.train", "train an AD transformer on a dataset (accelerate)"),
     "eval": ("eval.evaluate", "evaluate a trained model in context on held-out tasks"),
-    "sweep": ("eval.sweep", "ablation sweep: variants of generate -> train -> eval (resumable)"),
-    "demo": ("eval.demo", "generate -> train -> evaluate on a small bandit default (minutes)"),
+    "sweep": ("pipeline.sweep",
+              "ablation sweep: variants of generate -> train -> eval (resumable)"),
+    "demo": ("pipeline.demo", "generate -> train -> evaluate on a small bandit default (minutes)"),
 }
 
 

@@ -12,8 +12,8 @@ import torch
 
 from data_gen.generate import GenerateConfig
 from data_gen.generate import main as generate
-from eval.demo import DemoConfig
-from eval.demo import main as demo
+from pipeline.demo import DemoConfig
+from pipeline.demo import main as demo
 from eval.evaluate import EvalConfig, episodes_to, eval_tasks, report, summarize
 from eval.evaluate import main as evaluate
 from icl_rl.envs import make_env

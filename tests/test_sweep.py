@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-import eval.sweep as sweep
-from eval.sweep import SweepConfig
+import pipeline.sweep as sweep
+from pipeline.sweep import SweepConfig
 from icl_rl.errors import IclRlError
 
 BASE = {

@@ -93,6 +93,22 @@ class Env:
             obs = self.reset_env()
         return obs, reward, torch.full_like(reward, done, dtype=torch.bool)
 
+    # -- capabilities: what metrics and baselines may assume of a family ------------------------
+    @property
+    def has_expected_rewards(self) -> bool:
+        """The env knows E[r | a] for the current state (bandits): regret is exact."""
+        return hasattr(self, "expected_reward")
+
+    @property
+    def is_episodic(self) -> bool:
+        """Episodes last more than one step (gridworlds); a bandit episode is one pull."""
+        return self.spec.episode_len > 1
+
+    @property
+    def has_finite_tasks(self) -> bool:
+        """The task set is finite (Dark Room goals) and has a train / held-out split."""
+        return self.spec.num_tasks is not None
+
     @property
     def num_envs(self) -> int:
         """Number of task instances being stepped."""
