@@ -27,6 +27,9 @@ class History:
     tasks: Tensor  # [N, task_dim] float32
     optimal_actions: Tensor | None = None  # [N, T] int64, oracle action at o_t
     expected_rewards: Tensor | None = None  # [N, T] float32, E[r_t | a_t] where the env knows it
+    # per-step records asked of `rollout` (`extras=`): "action_probs" [N, T, A] (the agent's
+    # action distribution at each step), "features" [N, T, L, d] (per-layer hidden states)
+    extras: dict[str, Tensor] = dataclasses.field(default_factory=dict)
 
     @property
     def num_histories(self) -> int:
@@ -44,6 +47,8 @@ class History:
 
         def join(name):
             values = [getattr(p, name) for p in parts]
+            if name == "extras":
+                return {k: torch.cat([v[k] for v in values]) for k in values[0]}
             return None if values[0] is None else torch.cat(values)
 
         return History(*(join(f.name) for f in dataclasses.fields(History)))
