@@ -1,21 +1,21 @@
-"""`python -m benchmarks [--quick]` (or `make bench`): every benchmark, one JSON, one table.
+"""`python -m benchmarks [--quick] [--out DIR] [--only NAME[,NAME]]` (or `make bench`): every
+benchmark, one JSON, one table.
 
 Each benchmark runs in its own process so that its peak RSS is its own. Results go to
-`bench_results/results.json` and `bench_results/results.md` (and stdout).
+`DIR/results.json` and `DIR/results.md` (default `bench_results/`; the table also to stdout).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.bench_eval import memory_bandwidth_gbs
-from benchmarks.common import machine, matmul_gflops
-
 MODULES = ["bench_envs", "bench_generate", "bench_train", "bench_eval", "bench_streaming"]
+NAMES = [m.removeprefix("bench_") for m in MODULES]
 
 
 def run_one(name: str, quick: bool) -> dict:
@@ -82,15 +82,44 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str]) -> dict:
-    """Run everything; write and print the results."""
-    quick = "--quick" in argv
-    results = {"machine": machine(), "quick": quick,
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; `--only` is checked against MODULES (one-line error otherwise)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Run the benchmarks, each in its own process; write DIR/results.json and "
+                    "DIR/results.md and print the table.")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes and few repeats: a smoke run, not figures to quote")
+    parser.add_argument("--out", default="bench_results", metavar="DIR",
+                        help="folder for results.json and results.md (default: bench_results)")
+    parser.add_argument("--only", metavar="NAME[,NAME]",
+                        help=f"run only these benchmarks, of: {', '.join(NAMES)}")
+    args = parser.parse_args(argv)
+    if args.only is None:
+        args.modules = list(MODULES)
+    else:
+        names = [n.strip().removeprefix("bench_") for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in NAMES]
+        if unknown or not names:
+            parser.error(f"--only: unknown benchmark {', '.join(unknown) or repr(args.only)}; "
+                         f"choose from: {', '.join(NAMES)}")
+        args.modules = [m for m, n in zip(MODULES, NAMES, strict=True) if n in names]
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the chosen benchmarks; write and print the results."""
+    args = parse_args(argv)
+    # torch only now: `--help` and a bad `--only` answer without it.
+    from benchmarks.bench_eval import memory_bandwidth_gbs
+    from benchmarks.common import machine, matmul_gflops
+
+    results = {"machine": machine(), "quick": args.quick,
                "limits": {"matmul_gflops_fp32": matmul_gflops(),
                           "memory_bandwidth_gbs": memory_bandwidth_gbs()},
-               "benchmarks": [run_one(m, quick) for m in MODULES]}
-    out = Path("bench_results")
-    out.mkdir(exist_ok=True)
+               "benchmarks": [run_one(m, args.quick) for m in args.modules]}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "results.md").write_text(table(results))
     print(table(results))

@@ -5,6 +5,13 @@ A Gymnasium episode is one episode of the task (100 pulls for bandits, whose own
 one pull; `episodes_per_reset` changes it); `reset()` starts over on the *same* task (a learning
 history is many episodes of one task), `reset(options={"new_task": True})` draws a new one.
 Episodes end by a fixed horizon, so they are `truncated`, never `terminated`.
+
+Importing this module registers every id with Gymnasium under the namespace `icl_rl`, so
+`gymnasium.make("icl_rl/DarkRoom-v0")` and `gymnasium.make_vec("icl_rl/DarkRoom-v0",
+num_envs=4)` work as for any env package. Gymnasium >= 1.0 no longer loads plugins by entry
+point, so something must import this module first: `import icl_rl.gym`, or Gymnasium's own
+form `gymnasium.make("icl_rl.gym:icl_rl/DarkRoom-v0")`, which imports it for you. A plain
+`import icl_rl` does not import Gymnasium.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ ENV_IDS = {
     "DarkKeyToDoor-v0": "dark_key_to_door",
     "DarkMaze-v0": "dark_maze",
 }
+NAMESPACE = "icl_rl"  # Gymnasium ids are f"{NAMESPACE}/{env_id}"
 
 
 class TaskEnv(gymnasium.Env):
@@ -85,6 +93,17 @@ def make_vec(env_id: str, tasks=None, num_envs: int | None = None, **params):
         tasks = [None] * num_envs
     return gymnasium.vector.SyncVectorEnv([lambda t=t: make(env_id, task=t, **params)
                                            for t in tasks])
+
+
+def register_envs() -> None:
+    """Register every id with Gymnasium as `icl_rl/<Id>` (done on import; idempotent)."""
+    for env_id, family in ENV_IDS.items():
+        if f"{NAMESPACE}/{env_id}" not in gymnasium.registry:
+            gymnasium.register(f"{NAMESPACE}/{env_id}", entry_point="icl_rl.gym:TaskEnv",
+                               kwargs={"family": family})
+
+
+register_envs()
 
 
 class ModelAdapter:

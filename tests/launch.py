@@ -6,19 +6,22 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
+
+CPU_2PROC = Path(__file__).resolve().parent.parent / "configs/accelerate/cpu_2proc.yaml"
 
 
 def accelerate_launch(module_args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m accelerate.commands.launch --multi_gpu --num_processes 2 ... -m ARGS`.
+    """`python -m accelerate.commands.launch --config_file configs/accelerate/cpu_2proc.yaml -m
+    ARGS`, with ACCELERATE_USE_CPU=1 (which that config needs; see its comments).
 
     On a timeout the whole process group gets SIGABRT, so faulthandler prints every process's
     Python stack, and the test fails with that output instead of waiting for pytest's timeout.
     """
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
            "PYTHONFAULTHANDLER": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-           "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", "0", "-m", *module_args]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
+           "-m", *module_args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import gymnasium
 import numpy as np
 import pytest
 import torch
@@ -29,6 +33,41 @@ def test_check_env_passes(env_id):
     _, info = env.reset()
     assert np.array_equal(info["task"], task)  # same task: a history is many episodes of it
     _, info = env.reset(options={"new_task": True})
+
+
+@pytest.mark.parametrize("env_id", sorted(icl_gym.ENV_IDS))
+def test_registered_with_gymnasium(env_id):
+    env = gymnasium.make(f"icl_rl/{env_id}")
+    assert isinstance(env.unwrapped, icl_gym.TaskEnv)
+    check_env(env.unwrapped, skip_render_check=True)  # the raw env, as Gymnasium advises
+    obs, _ = env.reset(seed=0)  # and through make's wrappers (the passive checker)
+    assert env.observation_space.contains(obs)
+    env.step(env.action_space.sample())
+    vec = gymnasium.make_vec(f"icl_rl/{env_id}", num_envs=4)
+    obs, _ = vec.reset(seed=0)
+    assert obs.shape == (4, *env.observation_space.shape)
+    _, r, term, trunc, _ = vec.step(vec.action_space.sample())
+    assert r.shape == (4,) and not term.any()
+
+
+def test_gymnasium_make_passes_task_and_params():
+    env = gymnasium.make("icl_rl/DarkRoom-v0", task=[4, 5])
+    env.reset(seed=0)
+    obs, r, _, _, _ = env.step(1)
+    assert obs.tolist() == [4.0, 5.0] and r == 1.0
+    assert gymnasium.make("icl_rl/BernoulliBandit-v0", num_arms=3).action_space.n == 3
+    icl_gym.register_envs()  # idempotent: no second registration, no warning
+
+
+def test_gymnasium_make_in_a_fresh_process():
+    # Gymnasium >= 1.0 loads no plugin entry points; its "module:id" form imports us.
+    code = ("import gymnasium\n"
+            "env = gymnasium.make('icl_rl.gym:icl_rl/DarkRoom-v0')\n"
+            "print(env.reset(seed=0)[0].shape)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "(2,)"
 
 
 def test_dark_room_task_and_vector_env():
