@@ -44,11 +44,11 @@ def filled_agent(model: ADModel, tasks: int, context: int, use_cache: bool,
         with torch.no_grad():
             for s in range(0, context, chunk):
                 pos = torch.arange(s, min(s + chunk, context)).expand(tasks, -1)
-                model(tokens[:, s:s + chunk], cache=agent.cache, use_cache=True,
-                      position_ids=pos)
+                model._decode(tokens[:, s:s + chunk], cache=agent.state.cache, use_cache=True,
+                              position_ids=pos)
     else:
-        agent.tokens = list(tokens.split(1, dim=1))
-    agent.t = context
+        agent.state.tokens = list(tokens.split(1, dim=1))
+    agent.state.t = context
     return agent
 
 

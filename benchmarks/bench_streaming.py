@@ -20,7 +20,8 @@ def peak_rss_of_training(dataset: Path, streaming: bool, steps: int) -> float:
     """Peak RSS (MiB) of `icl-rl train` in a child process."""
     out = Path(tempfile.mkdtemp()) / "run"
     cmd = [sys.executable, "-m", "training.train", "--dataset", str(dataset), "--out", str(out),
-           "--context", "128", "--hidden-size", "64", "--num-layers", "2", "--max-steps",
+           "--context", "128", "--model-kwargs",
+           '{"hidden_size": 64, "num_layers": 2}', "--max-steps",
            str(steps), "--eval-every", "0", "--save-every", "0", "--progress", "false",
            "--streaming", str(streaming).lower()]
     report = out.parent / "peak_rss_kb"

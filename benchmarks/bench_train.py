@@ -12,6 +12,7 @@ import torch
 
 from benchmarks.common import emit, machine, matmul_gflops, median_time, peak_rss_mb
 from icl_rl.models import ADConfig, ADModel
+from icl_rl.transitions import sequences
 
 
 def bench_model(hidden: int, layers: int, context: int, batch: int, repeats: int,
@@ -22,11 +23,16 @@ def bench_model(hidden: int, layers: int, context: int, batch: int, repeats: int
                    num_layers=layers, num_heads=4, max_context=context)
     model = ADModel(cfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    tokens = torch.randn(batch, context, cfg.token_dim, device=device)
-    actions = torch.randint(0, num_actions, (batch, context), device=device)
+    # a batch as the training windows deliver it: aligned raw transitions and the targets
+    g = torch.Generator().manual_seed(0)
+    actions = torch.randint(0, num_actions, (batch, context + 1), generator=g)
+    windows = sequences(torch.randint(0, 9, (batch, context, obs_dim), generator=g).float(),
+                        actions[:, :-1], torch.rand(batch, context, generator=g),
+                        torch.rand(batch, context, generator=g) < 0.05).to(device)
+    targets = actions[:, 1:].to(device)
 
     def step():
-        loss = model(tokens, actions=actions).loss
+        loss = model(**windows.as_dict(), targets=targets).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

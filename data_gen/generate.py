@@ -21,23 +21,23 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from icl_rl import __version__
 from icl_rl.config import parse_config, parse_kwargs, require_positive
 from icl_rl.dataset import (
-    SCHEMA_VERSION,
-    atomic_write_text,
+    card_body,
     content_hash,
     file_hashes,
     history_table,
-    remove_stale_temporaries,
     shard_path,
     write_card,
     write_shard,
 )
+from icl_rl.dataset import card_meta as dataset_card_meta
 from icl_rl.envs import Env, make_env
 from icl_rl.errors import IclRlError
+from icl_rl.io import atomic_write_text, remove_stale_temporaries
 from icl_rl.learners import make_learner
 from icl_rl.rollout import rollout
+from icl_rl.tasks import card_split, split_ids
 
 log = logging.getLogger(__name__)
 STAMP = "generate_config.json"  # written first; identifies the dataset a folder is becoming
@@ -125,12 +125,8 @@ def validate(config: GenerateConfig) -> tuple[Env, object]:
     require_positive(config, "train_tasks", optional=True)
     env = make_env(config.env, **config.env_params())
     learner = make_learner(config.learner, env, **config.learner_params())
-    if config.train_tasks is not None and env.spec.num_tasks is not None:
-        n_train = len(env.split(config.seed, config.heldout_fraction)[0])
-        if config.train_tasks > n_train:
-            raise IclRlError(f"--train-tasks {config.train_tasks}: {config.env} has {n_train} "
-                             f"training tasks at --heldout-fraction {config.heldout_fraction}; "
-                             f"choose at most {n_train}")
+    if env.has_finite_tasks:
+        split_ids(env, config.seed, config.heldout_fraction, config.train_tasks)
     return env, learner
 
 
@@ -169,7 +165,7 @@ def shard_tasks(env: Env, config: GenerateConfig, job: ShardJob,
     """Tasks [n, task_dim] and task ids [n] of one shard."""
     rows = torch.arange(job.start, job.start + job.size)  # history indices within the split
     pool = config.train_tasks if job.split == "train" else None
-    if env.spec.num_tasks is None:
+    if not env.has_finite_tasks:
         if pool is not None:  # the same few tasks for every train shard, ids = pool index
             pool_gen = torch.Generator().manual_seed(int(np.random.SeedSequence(
                 [config.seed, 2]).generate_state(1, dtype=np.uint64)[0]))
@@ -177,19 +173,14 @@ def shard_tasks(env: Env, config: GenerateConfig, job: ShardJob,
         tasks = env.sample_tasks(job.size, task_gen)
         offset = 0 if job.split == "train" else plan_train_size(config)
         return tasks, rows + offset
-    ids = training_task_ids(env, config) if job.split == "train" else \
-        env.split(config.seed, config.heldout_fraction)[1]
+    train_ids, test_ids = split_ids(env, config.seed, config.heldout_fraction,
+                                    config.train_tasks)
+    ids = train_ids if job.split == "train" else test_ids
     if len(ids) == 0:
         raise IclRlError(f"{config.env}: the {job.split} split has no tasks; change "
                          "--heldout-fraction")
     pick = ids[rows % len(ids)]
     return env.task_set()[pick], pick
-
-
-def training_task_ids(env: Env, config: GenerateConfig) -> torch.Tensor:
-    """Ids of the tasks train histories use: the training split, or its first --train-tasks."""
-    train_ids = env.split(config.seed, config.heldout_fraction)[0]
-    return train_ids if config.train_tasks is None else train_ids[:config.train_tasks]
 
 
 def plan_train_size(config: GenerateConfig) -> int:
@@ -243,81 +234,20 @@ def _prepare_folder(config: GenerateConfig) -> bool:
 
 
 def card_meta(config: GenerateConfig, env: Env, learner, jobs: list[ShardJob]) -> dict:
-    """The icl_rl section of the dataset card."""
+    """The icl_rl section of the dataset card, for this config's shards."""
     splits = {}
     for s in ("train", "test"):
         n = sum(j.size for j in jobs if j.split == s)
         if n:
             splits[s] = {"num_histories": n, "num_shards": sum(j.split == s for j in jobs)}
-    meta = {
-        "schema_version": SCHEMA_VERSION,
-        "generator_version": __version__,
-        "env": {"name": config.env, "params": env.params(),
-                # through JSON: tuples become lists, which the card's YAML can hold
-                "spec": json.loads(json.dumps(dataclasses.asdict(env.spec)))},
-        "learner": {"name": config.learner, "params": learner.params_dict()},
-        "seed": config.seed,
-        "steps": config.steps,
-        "episode_stride": config.episode_stride,
-        "shard_size": config.shard_size,
-        "heldout_fraction": config.heldout_fraction,
-        "train_tasks": config.train_tasks,
-        "splits": splits,
-        "license": config.license,
-    }
-    if env.spec.num_tasks is not None:
-        test_ids = env.split(config.seed, config.heldout_fraction)[1]
-        meta["task_split"] = {"train": training_task_ids(env, config).tolist(),
-                              "test": test_ids.tolist()}
-    return meta
-
-
-def card_body(meta: dict) -> str:
-    """The human part of the dataset card."""
-    env, learner = meta["env"], meta["learner"]
-    k = meta.get("episode_stride", 1)
-    stride = (f" (every {k}th episode of {meta['steps'] * k} steps of learning: the learner's "
-              f"episodes 0, {k}, {2 * k}, ...)" if k > 1 else ", consecutive")
-    rows = "\n".join(f"| {s} | {v['num_histories']} | {v['num_shards']} |"
-                     for s, v in meta["splits"].items())
-    few = (f" The `train` histories cycle through only {meta['train_tasks']} distinct "
-           "task(s) (a task-diversity ablation)." if meta.get("train_tasks") else "")
-    return f"""
-# {learner['name']} learning histories on {env['name']}
-
-Learning histories of the **{learner['name']}** algorithm ({learner['params']}) on tasks of
-**{env['name']}** ({env['params']}), made with icl-rl {meta['generator_version']}. Each row is
-one history: one task, {meta['steps']} steps of the learner learning it{stride}. Episodes
-last {env['spec']['episode_len']} step(s); `dones` marks the last step of each.
-
-| split | histories | shards |
-|---|---|---|
-{rows}
-
-The `test` split is held out: its tasks are never used for training.{few} Content hash (sha256 of
-the shards' hashes): `{meta['content_hash']}`; `icl-rl verify FOLDER` checks it.
-
-## Schema (version {meta['schema_version']})
-
-| column | type | meaning |
-|---|---|---|
-| observations | list of list of float32 [T, {env['spec']['obs_dim']}] | o_t |
-| actions | list of int64 [T] | a_t chosen by the learner |
-| rewards | list of float32 [T] | r_t |
-| dones | list of bool [T] | t is the last step of an episode |
-| optimal_actions | list of int64 [T] | the oracle's action at o_t |
-| task | list of float32 | the task parameters |
-| task_id, seed | int64 | which task, which base seed |
-
-## Load it
-
-```python
-from datasets import load_dataset
-ds = load_dataset("PATH_OR_REPO_ID")  # splits: train, test
-```
-
-or, validated against this card, as tensors: `icl_rl.dataset.load_histories(PATH, "train")`.
-"""
+    task_split = (card_split(env, config.seed, config.heldout_fraction, config.train_tasks)
+                  if env.has_finite_tasks else None)
+    return dataset_card_meta(env, config.learner, learner.params_dict(), splits, task_split,
+                             seed=config.seed, steps=config.steps,
+                             episode_stride=config.episode_stride,
+                             shard_size=config.shard_size,
+                             heldout_fraction=config.heldout_fraction,
+                             train_tasks=config.train_tasks, license=config.license)
 
 
 def _process_group():

@@ -39,7 +39,9 @@ def parse_config(cls: type[C], argv: list[str] | None = None, prog: str | None =
         values = {k.replace("-", "_"): v for k, v in values.items()}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise IclRlError(f"{path}: unknown option(s) {', '.join(unknown)} for {cls.__name__}")
+            hint = getattr(cls, "unknown_option_hint", lambda _names: "")(unknown)
+            raise IclRlError(f"{path}: unknown option(s) {', '.join(unknown)} for "
+                             f"{cls.__name__}{hint}")
         parser.set_defaults(**values)
     try:
         ns = parser.parse_args(argv)
@@ -75,6 +77,21 @@ def _add_field_docs(parser, cls) -> None:
             action.help = docs[name].replace("%", "%%")  # argparse formats help
 
 
+def as_list(value) -> list[str]:
+    """A list option from the command line, a YAML file or code: a list, or one string of
+    comma-separated names; "none" and empty names dropped only by the caller."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    return [x.strip() for item in items for x in str(item).split(",") if x.strip()]
+
+
+def normalize_lists(config, *names: str) -> None:
+    """Turn each named field of a (frozen) config into a list of names (see `as_list`)."""
+    for name in names:
+        object.__setattr__(config, name, as_list(getattr(config, name)))
+
+
 def require_positive(config, *names: str, optional: bool = False) -> None:
     """Each named field must be a positive integer (or None where `optional`)."""
     for name in names:
@@ -87,7 +104,7 @@ def require_positive(config, *names: str, optional: bool = False) -> None:
 
 def save_config(config, path: Path) -> None:
     """Save a config dataclass as JSON next to what it produced."""
-    from icl_rl.dataset import atomic_write_text
+    from icl_rl.io import atomic_write_text
 
     atomic_write_text(path, json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True))
 

@@ -1,9 +1,11 @@
-"""Training windows: K consecutive steps of a learning history, as model-ready tokens.
+"""Training windows: K consecutive steps of a learning history, aligned for any model family.
 
 AD trains on windows that span several episodes of one history. A window starting at step s
-carries the transition before it (a_{s-1}, r_{s-1}) in its first token, exactly as a sliding
-window does at evaluation time. Batches are cut with tensor indexing (`__getitems__`), no
-per-window Python.
+carries the transition before it (a_{s-1}, r_{s-1}) in its first position, exactly as a sliding
+window does at evaluation time: both go through `icl_rl.transitions`. A batch holds the aligned
+raw transitions (the keyword arguments of every family's `forward`), the targets and the
+padding mask; each family turns the transitions into its own inputs. Batches are cut with
+tensor indexing (`__getitems__`), no per-window Python.
 
 At evaluation the model's first K steps see the history from its first step; among the
 T - K + 1 windows of a history only one starts there, so a random window almost never shows
@@ -18,8 +20,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from icl_rl.errors import IclRlError
-from icl_rl.models.ad import transition_tokens
 from icl_rl.rollout import History
+from icl_rl.transitions import window
 
 TARGETS = ("actions", "optimal_actions")
 
@@ -36,8 +38,7 @@ class WindowDataset(Dataset):
     step 0 (history i % N), so that a uniform pick over it starts there with probability f.
     """
 
-    def __init__(self, history: History, context: int, num_actions: int,
-                 obs_levels: list[int] | None = None, target: str = "actions",
+    def __init__(self, history: History, context: int, target: str = "actions",
                  source: str = "the dataset", history_start_fraction: float = 0.0) -> None:
         if context < 1:
             raise IclRlError(f"context must be >= 1, got {context}")
@@ -51,8 +52,6 @@ class WindowDataset(Dataset):
         self.targets = history.actions if target == "actions" else history.optimal_actions
         self.h = history
         self.context = context
-        self.num_actions = num_actions
-        self.obs_levels = obs_levels
         n, t = history.actions.shape
         self.length = min(context, t)  # steps of real data per window
         self.starts = t - self.length + 1  # windows per history
@@ -70,7 +69,8 @@ class WindowDataset(Dataset):
         return {k: v[0] for k, v in self.__getitems__([index]).items()}
 
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
-        """A batch of windows: tokens [B, K, token_dim], actions [B, K], attention_mask [B, K]."""
+        """A batch of windows: the aligned transitions (observations [B, K, obs_dim],
+        prev_actions, prev_rewards, episode_starts [B, K]), targets [B, K], attention_mask."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         if idx.numel() and not 0 <= int(idx.min()) <= int(idx.max()) < len(self):
             raise IndexError(f"window index out of range [0, {len(self)})")
@@ -80,27 +80,20 @@ class WindowDataset(Dataset):
         rows = (idx // self.starts)[:, None]  # [B, 1]
         cols = (idx % self.starts)[:, None] + self.steps  # [B, L]
         h = self.h
-        prev = (cols - 1).clamp(min=0)
-        first = cols == 0  # the history's first step: nothing came before it
-        prev_a = h.actions[rows, prev].masked_fill(first, -1)
-        prev_r = h.rewards[rows, prev].masked_fill(first, 0.0)
-        start = h.dones[rows, prev] | first
-        tokens = transition_tokens(h.observations[rows, cols], prev_a, prev_r, start,
-                                   self.num_actions, self.obs_levels)
-        actions = self.targets[rows, cols]
-        mask = torch.ones_like(actions)
+        batch = window(h.observations, h.actions, h.rewards, h.dones, rows, cols).as_dict()
+        batch["targets"] = self.targets[rows, cols]
+        batch["attention_mask"] = torch.ones_like(batch["targets"])
         pad = self.context - self.length
         if pad:  # histories shorter than the context: pad on the right, mask the padding
-            tokens = torch.nn.functional.pad(tokens, (0, 0, 0, pad))
-            actions = torch.nn.functional.pad(actions, (0, pad))
-            mask = torch.nn.functional.pad(mask, (0, pad))
-        return {"tokens": tokens, "actions": actions, "attention_mask": mask}
+            for k, v in batch.items():
+                batch[k] = torch.nn.functional.pad(v, (0, 0) * (v.ndim - 2) + (0, pad))
+        return batch
 
 
-def check_start_fraction(f: float) -> None:
+def check_start_fraction(f: float, name: str = "history_start_fraction") -> None:
     """history_start_fraction must leave room for the other windows."""
     if not 0 <= f < 1:
-        raise IclRlError(f"history_start_fraction must be in [0, 1), got {f}")
+        raise IclRlError(f"{name} must be in [0, 1), got {f}")
 
 
 def collate_batch(batch):
@@ -115,14 +108,13 @@ class StreamingWindows(torch.utils.data.IterableDataset):
     the dataset. Each process reads its own shards (`iter_histories`), so nothing downstream
     may split the stream again: iterate it directly, do not `accelerator.prepare` it."""
 
-    def __init__(self, source, split: str, context: int, num_actions: int,
-                 obs_levels: list[int] | None, batch_size: int, seed: int, rank: int = 0,
+    def __init__(self, source, split: str, context: int, batch_size: int, seed: int,
+                 rank: int = 0,
                  world: int = 1, chunk_rows: int = 256, windows_per_history: int = 4,
                  target: str = "actions", history_start_fraction: float = 0.0) -> None:
         check_start_fraction(history_start_fraction)
         self.args = (source, split, chunk_rows, rank, world)
-        self.window = (context, num_actions, obs_levels, target, str(source),
-                       history_start_fraction)
+        self.window = (context, target, str(source), history_start_fraction)
         self.batch_size = batch_size
         self.seed, self.rank = seed, rank
         self.windows_per_history = windows_per_history

@@ -9,8 +9,6 @@ reads it; so does `load_histories` below, which also validates it against the ca
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from torch import Tensor
 
 from icl_rl import __version__
 from icl_rl.errors import IclRlError
+from icl_rl.io import atomic_write, atomic_write_text
 from icl_rl.rollout import History
 
 SCHEMA_VERSION = 1
@@ -65,38 +64,9 @@ def history_table(history: History, task_ids: Tensor, seed: int) -> pa.Table:
     return pa.table(cols)
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) then rename onto `path`: a crash never leaves a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def remove_stale_temporaries(folder: Path) -> int:
-    """Delete the temporary files an interrupted atomic write left in `folder` (not below)."""
-    stale = [p for p in folder.glob(".*.tmp") if p.is_file()] if folder.is_dir() else []
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return len(stale)
-
-
 def write_shard(table: pa.Table, path: Path) -> None:
     """Write one parquet shard atomically."""
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="snappy"))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file atomically."""
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -167,6 +137,78 @@ def write_card(folder: Path, meta: dict, body: str) -> None:
         **{CARD_KEY: meta},
     )
     atomic_write_text(folder / "README.md", f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def card_meta(env, learner: str, learner_params: dict, splits: dict,
+              task_split: dict | None, **settings) -> dict:
+    """The card's icl_rl section: schema and generator versions, env (name, params, spec),
+    learner, the splits' sizes, the task split of a finite family, and the generate settings
+    (seed, steps, episode_stride, shard_size, heldout_fraction, train_tasks, license)."""
+    import dataclasses
+
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "generator_version": __version__,
+        "env": {"name": env.spec.name, "params": env.params(),
+                # through JSON: tuples become lists, which the card's YAML can hold
+                "spec": json.loads(json.dumps(dataclasses.asdict(env.spec)))},
+        "learner": {"name": learner, "params": learner_params},
+        **{k: v for k, v in settings.items() if k != "license"},
+        "splits": splits,
+        "license": settings.get("license", "mit"),
+    }
+    if task_split is not None:
+        meta["task_split"] = task_split
+    return meta
+
+
+def card_body(meta: dict) -> str:
+    """The human part of the dataset card."""
+    env, learner = meta["env"], meta["learner"]
+    k = meta.get("episode_stride", 1)
+    stride = (f" (every {k}th episode of {meta['steps'] * k} steps of learning: the learner's "
+              f"episodes 0, {k}, {2 * k}, ...)" if k > 1 else ", consecutive")
+    rows = "\n".join(f"| {s} | {v['num_histories']} | {v['num_shards']} |"
+                     for s, v in meta["splits"].items())
+    few = (f" The `train` histories cycle through only {meta['train_tasks']} distinct "
+           "task(s) (a task-diversity ablation)." if meta.get("train_tasks") else "")
+    return f"""
+# {learner['name']} learning histories on {env['name']}
+
+Learning histories of the **{learner['name']}** algorithm ({learner['params']}) on tasks of
+**{env['name']}** ({env['params']}), made with icl-rl {meta['generator_version']}. Each row is
+one history: one task, {meta['steps']} steps of the learner learning it{stride}. Episodes
+last {env['spec']['episode_len']} step(s); `dones` marks the last step of each.
+
+| split | histories | shards |
+|---|---|---|
+{rows}
+
+The `test` split is held out: its tasks are never used for training.{few} Content hash (sha256 of
+the shards' hashes): `{meta['content_hash']}`; `icl-rl verify FOLDER` checks it.
+
+## Schema (version {meta['schema_version']})
+
+| column | type | meaning |
+|---|---|---|
+| observations | list of list of float32 [T, {env['spec']['obs_dim']}] | o_t |
+| actions | list of int64 [T] | a_t chosen by the learner |
+| rewards | list of float32 [T] | r_t |
+| dones | list of bool [T] | t is the last step of an episode |
+| optimal_actions | list of int64 [T] | the oracle's action at o_t |
+| task | list of float32 | the task parameters |
+| task_id, seed | int64 | which task, which base seed |
+
+## Load it
+
+```python
+from datasets import load_dataset
+ds = load_dataset("PATH_OR_REPO_ID")  # splits: train, test
+```
+
+or, validated against this card, as tensors: `icl_rl.dataset.load_histories(PATH, "train")`.
+"""
+
 
 
 def read_card_text(text: str, where: str) -> dict:

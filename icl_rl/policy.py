@@ -1,104 +1,46 @@
-"""A trained model as a batched in-context Agent, decoding with a KV cache.
+"""A trained model of any family as a batched in-context Agent.
 
-Each step appends one token per task (o_t with the transition that led to it) and reads the
-action logits at that token: one forward of N tokens, never recomputing the past. Past the
-model's context the cache becomes a ring buffer of the last `window` tokens: the newest token
-overwrites the oldest slot. Attention of a single new query over the cached keys does not
-depend on their order, and rotary position encodings are relative, so the ring needs no
-reordering and positions simply keep counting.
-
-Known difference from recomputing the same window from scratch: a cached key/value of layer
-l >= 1 was computed while older (now evicted) tokens were still visible, so after the first
-eviction the two differ slightly; before it they are equal up to float error (a test checks
-both).
+`ModelAgent` keeps the previous transition of every task (`icl_rl.transitions.StepContext`,
+the same alignment the training windows use), hands the model one aligned input per step
+through the family's acting protocol (`init_state`, `step`) and samples the action. What the
+model remembers between steps (a ring KV cache, a recurrent state) is the family's state.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor
-from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from icl_rl import rng
 from icl_rl.errors import IclRlError
-from icl_rl.models.ad import ADModel, transition_tokens
-
-
-class RingLayer(DynamicLayer):
-    """A cache layer of fixed capacity: preallocated, written in place, oldest slot reused."""
-
-    def __init__(self, capacity: int) -> None:
-        super().__init__()
-        self.capacity = capacity
-        self.count = 0  # tokens ever written
-
-    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
-        """Allocate [B, H, capacity, head_dim] once."""
-        b, h, _, d = key_states.shape
-        self.device = key_states.device
-        self.keys = key_states.new_zeros(b, h, self.capacity, d)
-        self.values = value_states.new_zeros(b, h, self.capacity, d)
-        self.is_initialized = True
-
-    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs):
-        """Write the new tokens' keys/values into their slots; return the valid part."""
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        for i in range(key_states.shape[-2]):  # one token per step in decoding
-            slot = self.count % self.capacity
-            self.keys[:, :, slot] = key_states[:, :, i]
-            self.values[:, :, slot] = value_states[:, :, i]
-            self.count += 1
-        n = min(self.count, self.capacity)
-        return self.keys[:, :, :n], self.values[:, :, :n]
-
-    def get_seq_length(self) -> int:
-        """Tokens currently held."""
-        return min(self.count, self.capacity)
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        """Keys visible to the query after the update."""
-        return min(self.count + query_length, self.capacity), 0
-
-    def get_max_length(self) -> int:
-        """Capacity."""
-        return self.capacity
-
-    def reset(self) -> None:
-        """Forget everything."""
-        self.count = 0
-        super().reset()
-
-
-def ring_cache(model: ADModel, window: int) -> DynamicCache:
-    """A cache whose every layer is a RingLayer of `window` tokens."""
-    cache = DynamicCache(config=model.backbone.config)
-    cache.layers = [RingLayer(window) for _ in range(model.config.num_layers)]
-    return cache
+from icl_rl.models.base import FamilyModel
+from icl_rl.transitions import StepContext
 
 
 class ModelAgent:
-    """A trained AD model acting in context on N tasks at once (the Agent protocol)."""
+    """A trained model acting in context on N tasks at once (the Agent protocol).
 
-    def __init__(self, model: ADModel, greedy: bool = False, window: int | None = None,
-                 use_cache: bool = True, temperature: float = 1.0,
-                 decode_attention: str | None = "eager") -> None:
+    `window` (transformer families): steps of context kept, default the training context.
+    `state_options` go to the family's `init_state` (AD: `use_cache`, `decode_attention`).
+    """
+
+    def __init__(self, model: FamilyModel, greedy: bool = False, window: int | None = None,
+                 temperature: float = 1.0, **state_options) -> None:
         self.model = model.eval()
-        # One query over the cached keys is a batch of matrix-vector products; on a CPU plain
-        # matmul attention ("eager") reads the cache faster than SDPA's flash kernel (see
-        # docs/benchmarks.md). Used for cached decoding on CPU only; None keeps the model's.
-        self.decode_attention = decode_attention
+        model.check_window(window)
         self.greedy = greedy
-        self.window = window or model.config.max_context
-        if self.window < 1:
+        self.window = window or (model.config.max_context if model.uses_window else None)
+        if self.window is not None and self.window < 1:
             raise IclRlError(f"window must be >= 1, got {self.window}")
-        self.use_cache = use_cache  # False: recompute the whole window every step (reference)
+        if not temperature > 0:
+            raise IclRlError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
+        self.state_options = state_options
         self.device = next(model.parameters()).device
-        self.num_actions = model.config.num_actions
+        self.context = StepContext()
+        self.output_features = False
         self.last_logits: Tensor | None = None
+        self.last_features: Tensor | None = None
 
     def reset(self, n: int, generator: torch.Generator | None = None) -> None:
         """Empty context for n tasks."""
@@ -106,57 +48,44 @@ class ModelAgent:
             raise IclRlError("need at least one task")
         self.n = n
         self.generator = generator
-        self.t = 0
-        self.prev_action = torch.full((n,), -1, dtype=torch.long, device=self.device)
-        self.prev_reward = torch.zeros(n, device=self.device)
-        self.episode_start = torch.ones(n, dtype=torch.bool, device=self.device)
-        self.cache = ring_cache(self.model, self.window) if self.use_cache else None
-        self.tokens: list[Tensor] = []  # recompute mode only
+        self.context.reset(n, self.device)
+        self.state = self.model.init_state(n, self.window, **self.state_options)
 
     @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
-        """Append this step's token, read the action distribution, choose."""
-        obs = obs.to(self.device, torch.float32)
-        token = transition_tokens(obs, self.prev_action, self.prev_reward, self.episode_start,
-                                  self.num_actions, self.model.config.obs_levels)[:, None]
-        if self.use_cache:
-            pos = torch.full((self.n, 1), self.t, device=self.device)
-            with self._attention_for_decoding():
-                out = self.model(token, cache=self.cache, use_cache=True, position_ids=pos)
-        else:
-            self.tokens = (self.tokens + [token])[-self.window:]
-            out = self.model(torch.cat(self.tokens, dim=1))
-        self.t += 1
-        logits = out.logits[:, -1].float()  # [N, A]
-        self.last_logits = logits
+        """One step of the model on this step's aligned input; sample (or take) the action."""
+        out = self.model.step(self.context.inputs(obs), self.state,
+                              output_features=self.output_features)
+        self.state = out.state
+        self.last_logits = out.logits  # [N, A]
+        self.last_features = out.features
         if self.greedy:
-            return logits.argmax(dim=-1)
-        probs = torch.softmax(logits / self.temperature, dim=-1)
-        return rng.categorical(self.generator, probs.cpu()).to(self.device)
+            return out.logits.argmax(dim=-1)
+        return rng.categorical(self.generator, self._probs().cpu()).to(self.device)
 
     def observe(self, obs, action, reward, next_obs, done) -> None:
-        """Remember the transition: it goes into the next token."""
-        self.prev_action = action.to(self.device).long()
-        self.prev_reward = reward.to(self.device).float()
-        self.episode_start = done.to(self.device).bool()
+        """Remember the transition: it goes into the next input."""
+        self.context.observe(action, reward, done)
 
-    @contextmanager
-    def _attention_for_decoding(self):
-        """Switch the backbone to `decode_attention` for one cached step on CPU."""
-        config = self.model.backbone.config
-        before = config._attn_implementation
-        switch = self.decode_attention is not None and self.device.type == "cpu"
-        if switch:
-            config._attn_implementation = self.decode_attention
-        try:
-            yield
-        finally:
-            if switch:
-                config._attn_implementation = before
+    def _probs(self) -> Tensor:
+        return torch.softmax(self.last_logits / self.temperature, dim=-1)
+
+    # -- rollout extras ------------------------------------------------------------------------
+    def request_extras(self, names: set[str]) -> None:
+        """Compute per-layer features at every step only when a rollout asks for them."""
+        self.output_features = "features" in names
+
+    def action_probs(self, obs: Tensor) -> Tensor:
+        """The distribution the last action came from [N, A] (one-hot when greedy)."""
+        if self.greedy:
+            return torch.nn.functional.one_hot(self.last_logits.argmax(-1),
+                                               self.last_logits.shape[-1]).float()
+        return self._probs()
+
+    def features(self, obs: Tensor) -> Tensor:
+        """Per-layer hidden state at the last step [N, L, d]."""
+        return self.last_features
 
     def cache_bytes(self) -> int:
-        """Bytes held by the KV cache (flat once the window is full)."""
-        if self.cache is None:
-            return 0
-        return sum(x.numel() * x.element_size() for layer in self.cache.layers
-                   if layer.is_initialized for x in (layer.keys, layer.values))
+        """Bytes held by the acting state's cache (0 for families without one)."""
+        return getattr(self.state, "cache_bytes", lambda: 0)()

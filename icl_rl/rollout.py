@@ -11,9 +11,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from icl_rl.agents import Agent, check_extras
 from icl_rl.envs.base import Env
 from icl_rl.errors import IclRlError
-from icl_rl.learners.base import Agent
 
 
 @dataclass
@@ -75,6 +75,7 @@ def rollout(
     progress: bool = False,
     on_step: Callable[[int], None] | None = None,
     episode_stride: int = 1,
+    extras: tuple[str, ...] | list[str] = (),
 ) -> History:
     """Run `agent` on `tasks` [N, task_dim] for `steps` steps; returns the History.
 
@@ -86,6 +87,10 @@ def rollout(
     `episode_stride` k > 1 records only episodes 0, k, 2k, ... (the subsampled learning
     histories of Algorithm Distillation): the agent learns for k times as many steps and the
     History holds `steps` of them. `on_step` is called after every step the agent takes.
+
+    `extras` names per-step records to keep in `History.extras` (`icl_rl.agents.EXTRAS`:
+    the agent's action distribution, a model's per-layer features); none are computed unless
+    asked.
     """
     if steps < 1:
         raise IclRlError(f"steps must be >= 1, got {steps}")
@@ -94,8 +99,10 @@ def rollout(
     n = tasks.shape[0]
     if n < 1:
         raise IclRlError("need at least one task to roll out")
+    extras = check_extras(agent, extras)
     obs = env.reset(tasks, env_generator)
     agent.reset(n, agent_generator)
+    recorded: dict[str, Tensor] = {}  # allocated at the first step, when shapes are known
     dev = tasks.device
     # Preallocated buffers; the loop only writes slices.
     observations = torch.empty(n, steps, env.spec.obs_dim, device=dev)
@@ -121,6 +128,11 @@ def rollout(
                 optimal[:, t] = env.optimal_action()
             if expected is not None:
                 expected[:, t] = env.expected_reward(action)
+            for name in extras:
+                value = getattr(agent, name)(obs)  # [N, ...]
+                if name not in recorded:
+                    recorded[name] = value.new_empty(n, steps, *value.shape[1:])
+                recorded[name][:, t] = value
         next_obs, reward, done = env.step(action)
         # the transition's own next observation: at an episode's end, where it ended, not the
         # auto-reset start of the next episode (env.final_obs equals next_obs on other steps)
@@ -132,4 +144,4 @@ def rollout(
         obs = next_obs
         if on_step is not None:
             on_step(step)
-    return History(observations, actions, rewards, dones, tasks, optimal, expected)
+    return History(observations, actions, rewards, dones, tasks, optimal, expected, recorded)

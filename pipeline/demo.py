@@ -17,7 +17,7 @@ from data_gen.generate import main as generate
 from eval.evaluate import EvalConfig
 from eval.evaluate import main as evaluate
 from icl_rl.config import parse_config
-from icl_rl.dataset import atomic_write_text
+from icl_rl.io import atomic_write_text
 from training.train import TrainConfig
 from training.train import main as train
 
@@ -65,7 +65,8 @@ def main(config: DemoConfig) -> dict:
     t0 = time.perf_counter()
     run = train(TrainConfig(
         dataset=str(data), out=str(out / "run"), context=config.steps,
-        hidden_size=config.hidden_size, num_layers=config.num_layers, num_heads=4,
+        model_kwargs={"hidden_size": config.hidden_size, "num_layers": config.num_layers,
+                      "num_heads": 4},
         batch_size=config.batch_size, max_steps=config.train_steps, lr=config.lr,
         warmup_steps=100, eval_every=max(1, config.train_steps // 5),
         save_every=max(1, config.train_steps // 3), seed=config.seed,

@@ -160,7 +160,8 @@ def test_generate_config_fuzz(tmp_path, env, learner, n, steps, frac, shard, env
 @given(context=ints, hidden=ints, heads=ints, batch=ints, steps=ints, lr=floats,
        schedule=st.text(max_size=8), report=st.text(max_size=10), warmup=ints)
 def test_train_config_fuzz(context, hidden, heads, batch, steps, lr, schedule, report, warmup):
-    cfg = TrainConfig(context=context, hidden_size=hidden, num_heads=heads, batch_size=batch,
+    cfg = TrainConfig(context=context, model_kwargs={"hidden_size": hidden, "num_heads": heads},
+                      batch_size=batch,
                       max_steps=steps, lr=lr, schedule=schedule, report_to=report,
                       warmup_steps=warmup)
     with contextlib.suppress(IclRlError):

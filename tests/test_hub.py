@@ -81,7 +81,8 @@ def test_generate_push_load_train_push_eval(fake_hub, tmp_path):
     assert read_card("me/ucb3") == read_card(local)  # loads by repo id through the seam
 
     run = train(TrainConfig(dataset="me/ucb3", out=str(tmp_path / "run"), context=24,
-                            hidden_size=32, num_layers=1, num_heads=2, batch_size=8,
+                            model_kwargs={"hidden_size": 32, "num_layers": 1, "num_heads": 2},
+                            batch_size=8,
                             max_steps=6, eval_every=3, save_every=0, progress=False,
                             push_to_hub="me/ad-ucb3"))
     repo, files = fake_hub.uploads[1]

@@ -8,13 +8,13 @@ import pytest
 import yaml
 
 import pipeline.sweep as sweep
-from pipeline.sweep import SweepConfig
 from icl_rl.errors import IclRlError
+from pipeline.sweep import SweepConfig
 
 BASE = {
     "generate": {"env": "bernoulli_bandit", "num_arms": 3, "learner": "ucb",
                  "num_histories": 80, "steps": 24, "shard_size": 40, "heldout_fraction": 0.25},
-    "train": {"context": 24, "hidden_size": 16, "num_layers": 1, "num_heads": 2,
+    "train": {"context": 24, "model_kwargs": {"hidden_size": 16, "num_layers": 1, "num_heads": 2},
               "batch_size": 8, "max_steps": 6, "warmup_steps": 1, "eval_every": 3,
               "save_every": 3, "eval_batches": 1, "progress": False},
     "eval": {"num_tasks": 8, "episodes": 24, "baselines": "source,oracle", "progress": False},
@@ -99,7 +99,9 @@ def test_variant_from_an_older_version_is_kept(tmp_path, monkeypatch):
     ({"a": {"evaluate": {}}}, {}, "keys among generate, train, eval"),
     ({"a/b": {}}, {}, "variant name"),
     ({}, {}, "`variants` must map"),
-    ({"a": {"train": {"num_heads": 3}}}, {}, "divisible by --num-heads"),
+    ({"a": {"train": {"model_kwargs": {"hidden_size": 16, "num_heads": 3}}}}, {},
+     "hidden_size 16 must be divisible by num_heads 3"),
+    ({"a": {"train": {"num_heads": 3}}}, {}, "num_heads belong.* to the model family"),
     ({"a": {"eval": {"episodes": 0}}}, {}, "--episodes must be a positive integer"),
     ({"a": {"eval": {"temperature": 0.0}}}, {}, "--temperature must be > 0"),
     ({"a": {}}, {"extra": 1}, "unknown key"),

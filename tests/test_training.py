@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoModel
-from transformers.cache_utils import DynamicCache
 
 from data_gen.generate import GenerateConfig
 from data_gen.generate import main as generate
 from icl_rl.data import WindowDataset
 from icl_rl.dataset import load_histories
 from icl_rl.errors import IclRlError
-from icl_rl.models import ADConfig, ADModel, shift_transitions, transition_tokens
+from icl_rl.models import ADConfig, ADModel
 from icl_rl.rollout import History
+from icl_rl.transitions import Transitions, sequences
 from tests.launch import accelerate_launch
 from training.train import TrainConfig
 from training.train import main as train
@@ -32,9 +32,12 @@ def ucb_data(tmp_path_factory):
 
 
 def tiny(data, out, **kw) -> TrainConfig:
-    base = dict(dataset=str(data), out=str(out), context=32, hidden_size=32, num_layers=2,
-                num_heads=2, batch_size=16, max_steps=20, warmup_steps=2, eval_every=10,
-                eval_batches=2, save_every=10, log_every=5, progress=False)
+    """A small AD run; the family's options (hidden_size, ...) may be given flat."""
+    shape = {"hidden_size": 32, "num_layers": 2, "num_heads": 2}
+    shape.update({k: kw.pop(k) for k in list(kw) if k in shape})
+    base = dict(dataset=str(data), out=str(out), context=32, model_kwargs=shape, batch_size=16,
+                max_steps=20, warmup_steps=2, eval_every=10, eval_batches=2, save_every=10,
+                log_every=5, progress=False)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -52,7 +55,9 @@ def test_model_round_trip_and_auto_class(tmp_path):
         assert torch.equal(p, q), n
 
 
-def test_cached_decoding_equals_full_forward():
+def test_acting_step_by_step_equals_the_training_forward():
+    """The acting protocol (init_state, one step per call, ring KV cache) gives the logits of
+    the training forward over the same aligned history: train/eval parity by construction."""
     torch.manual_seed(0)
     cfg = ADConfig(obs_dim=2, num_actions=4, hidden_size=64, num_layers=3, num_heads=4,
                    max_context=48)
@@ -62,34 +67,36 @@ def test_cached_decoding_equals_full_forward():
     actions = torch.randint(0, 4, (b, t))
     rewards = torch.rand(b, t)
     dones = (torch.arange(t) % 6 == 5).expand(b, t)
-    tokens = transition_tokens(obs, *shift_transitions(actions, rewards, dones), 4)
+    x = sequences(obs, actions, rewards, dones)
     with torch.no_grad():
-        full = model(tokens).logits
-        cache = DynamicCache(config=model.backbone.config)
+        full = model(**x.as_dict()).logits
+        state = model.init_state(b, window=t)
         steps = []
         for i in range(t):
-            out = model(tokens[:, i:i + 1], cache=cache, use_cache=True,
-                        position_ids=torch.full((b, 1), i))
-            cache = out.cache
+            out = model.step(Transitions(*(v[:, i] for v in x.as_dict().values())), state,
+                             output_features=True)
+            state = out.state
             steps.append(out.logits)
-    diff = (torch.cat(steps, dim=1) - full).abs().max().item()
+            assert out.features.shape == (b, 3, 64)
+    diff = (torch.stack(steps, dim=1) - full).abs().max().item()
     assert diff < 1e-4
 
 
 def test_windows_carry_the_previous_transition(ucb_data):
     h = load_histories(ucb_data, "train").history
-    ds = WindowDataset(h, context=10, num_actions=5)
+    ds = WindowDataset(h, context=10)
     assert len(ds) == h.num_histories * (64 - 10 + 1)
     batch = ds.__getitems__([0, 57])  # history 0 start 0; history 1 start 2
-    tok = batch["tokens"]
-    assert tok.shape == (2, 10, 1 + 5 + 3)
-    assert tok[0, 0, 1:6].sum() == 0 and tok[0, 0, -1] == 1  # no previous action
-    assert tok[1, 0, 1 + h.actions[1, 1]] == 1 and tok[1, 0, -1] == 0
-    assert tok[1, 0, 6] == h.rewards[1, 1]
-    assert torch.equal(batch["actions"][1], h.actions[1, 2:12])
-    short = WindowDataset(h, context=100, num_actions=5)  # longer than the histories
+    assert batch["observations"].shape == (2, 10, 1)
+    assert batch["prev_actions"][0, 0] == -1 and batch["episode_starts"][0, 0]  # no previous
+    assert batch["prev_rewards"][0, 0] == 0
+    assert batch["prev_actions"][1, 0] == h.actions[1, 1]
+    assert batch["prev_rewards"][1, 0] == h.rewards[1, 1]
+    assert torch.equal(batch["prev_actions"][1, 1:], h.actions[1, 2:11])
+    assert torch.equal(batch["targets"][1], h.actions[1, 2:12])
+    short = WindowDataset(h, context=100)  # longer than the histories
     b = short.__getitems__([3])
-    assert b["tokens"].shape == (1, 100, 9) and b["attention_mask"][0].sum() == 64
+    assert b["observations"].shape == (1, 100, 1) and b["attention_mask"][0].sum() == 64
 
 
 def test_history_start_fraction_windows(ucb_data, tmp_path):
@@ -99,19 +106,19 @@ def test_history_start_fraction_windows(ucb_data, tmp_path):
     from icl_rl.data import StreamingWindows
 
     h = load_histories(ucb_data, "train").history
-    plain = WindowDataset(h, context=10, num_actions=5)
-    ds = WindowDataset(h, context=10, num_actions=5, history_start_fraction=0.25)
+    plain = WindowDataset(h, context=10)
+    ds = WindowDataset(h, context=10, history_start_fraction=0.25)
     assert len(plain) == h.num_histories * 55
     assert abs(ds.extra / len(ds) - 0.25) < 1e-3
     added = ds.__getitems__([len(plain), len(plain) + 1, len(ds) - 1])
     again = plain.__getitems__([0, 55, ((len(ds) - 1 - len(plain)) % h.num_histories) * 55])
     for k in added:
         assert torch.equal(added[k], again[k]), k
-    assert (added["tokens"][:, 0, -1] == 1).all()  # no previous action: the history's start
+    assert (added["prev_actions"][:, 0] == -1).all()  # no previous action: the history's start
 
     def start_share(windows):
-        tokens = torch.cat([b["tokens"] for b in windows])
-        return (tokens[:, 0, -1] == 1).float().mean().item()
+        prev = torch.cat([b["prev_actions"] for b in windows])
+        return (prev[:, 0] == -1).float().mean().item()
 
     g = torch.Generator().manual_seed(0)
     picks = torch.randint(0, len(ds), (4000,), generator=g).tolist()
@@ -120,11 +127,11 @@ def test_history_start_fraction_windows(ucb_data, tmp_path):
     with pytest.raises(IndexError):
         plain.__getitems__([len(plain)])
     for f in (0.0, 0.5):
-        stream = StreamingWindows(ucb_data, "train", 10, 5, None, 32, seed=0,
+        stream = StreamingWindows(ucb_data, "train", 10, 32, seed=0,
                                   windows_per_history=20, history_start_fraction=f)
         assert abs(start_share(list(stream)) - (f + (1 - f) / 55)) < 0.04, f
     with pytest.raises(IclRlError, match="history_start_fraction must be in"):
-        WindowDataset(h, context=10, num_actions=5, history_start_fraction=1.0)
+        WindowDataset(h, context=10, history_start_fraction=1.0)
     with pytest.raises(IclRlError, match="--history-start-fraction must be in"):
         train(tiny(ucb_data, tmp_path / "x", history_start_fraction=-0.1))
     assert not (tmp_path / "x").exists()
@@ -134,15 +141,15 @@ def test_dpt_target_windows_and_training(ucb_data, tmp_path):
     """--target optimal_actions: the same input tokens, the oracle's action as the label; a
     short run predicts the best arm more often than the source itself pulls it."""
     h = load_histories(ucb_data, "train").history
-    ad = WindowDataset(h, context=10, num_actions=5).__getitems__([0, 57, 300])
-    dpt = WindowDataset(h, context=10, num_actions=5, target="optimal_actions") \
-        .__getitems__([0, 57, 300])
-    assert torch.equal(ad["tokens"], dpt["tokens"])
-    assert torch.equal(dpt["actions"][1], h.optimal_actions[1, 2:12])
-    assert not torch.equal(ad["actions"], dpt["actions"])
+    ad = WindowDataset(h, context=10).__getitems__([0, 57, 300])
+    dpt = WindowDataset(h, context=10, target="optimal_actions").__getitems__([0, 57, 300])
+    for k in ("observations", "prev_actions", "prev_rewards", "episode_starts"):
+        assert torch.equal(ad[k], dpt[k])
+    assert torch.equal(dpt["targets"][1], h.optimal_actions[1, 2:12])
+    assert not torch.equal(ad["targets"], dpt["targets"])
     blind = History(h.observations, h.actions, h.rewards, h.dones, h.tasks)  # no oracle labels
     with pytest.raises(IclRlError, match="no optimal_actions column"):
-        WindowDataset(blind, context=10, num_actions=5, target="optimal_actions")
+        WindowDataset(blind, context=10, target="optimal_actions")
     with pytest.raises(IclRlError, match="--target must be one of"):
         train(tiny(ucb_data, tmp_path / "x", target="best"))
     res = train(tiny(ucb_data, tmp_path / "dpt", target="optimal_actions", max_steps=200,
@@ -153,7 +160,7 @@ def test_dpt_target_windows_and_training(ucb_data, tmp_path):
     accuracy = [m for m in res["metrics"] if "eval/accuracy" in m][-1]["eval/accuracy"]
     assert accuracy > source_hits + 0.1, (accuracy, source_hits)
     model = AutoModel.from_pretrained(res["model_dir"])
-    assert model.config.training["target"] == "optimal_actions"
+    assert model.config.provenance["target"] == "optimal_actions"
     assert "Decision-Pretrained Transformer" in (Path(res["model_dir"]) / "README.md").read_text()
 
 
@@ -187,8 +194,9 @@ def test_resume_gives_identical_weights(ucb_data, tmp_path):
 
 def test_two_processes_match_one_process_with_double_batch(ucb_data, tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo) against 1 process with twice the batch."""
-    common = ["--dataset", str(ucb_data), "--context", "32", "--hidden-size", "32",
-              "--num-layers", "2", "--num-heads", "2", "--max-steps", "12", "--warmup-steps",
+    common = ["--dataset", str(ucb_data), "--context", "32", "--model-kwargs",
+              '{"hidden_size": 32, "num_layers": 2, "num_heads": 2}', "--max-steps", "12",
+              "--warmup-steps",
               "2", "--log-every", "2", "--eval-every", "6", "--eval-batches", "2",
               "--save-every", "6", "--progress", "false"]
     accelerate_launch(["training.train", *common, "--batch-size", "8",
@@ -231,7 +239,7 @@ def test_bad_inputs(ucb_data, tmp_path):
     # a window longer than the model's context
     with pytest.raises(IclRlError, match="longer than the model's context 32"):
         train(tiny(ucb_data, tmp_path / "ft2", init_model=res["model_dir"], context=64))
-    with pytest.raises(IclRlError, match="divisible by --num-heads"):
+    with pytest.raises(IclRlError, match="--model-kwargs: hidden_size 30 must be divisible"):
         train(tiny(ucb_data, tmp_path / "x", hidden_size=30, num_heads=4))
     with pytest.raises(IclRlError, match="--report-to: unknown tracker"):
         train(tiny(ucb_data, tmp_path / "x", report_to="mlfloww"))
@@ -269,8 +277,8 @@ def test_two_process_streaming_run(ucb_data, tmp_path):
     """Streaming under `accelerate launch` with 2 CPU processes: each rank reads its shards,
     gradients are synchronised, every rank ends with the same parameters."""
     accelerate_launch(["training.train", "--dataset", str(ucb_data), "--out",
-                       str(tmp_path / "s2"), "--context", "32", "--hidden-size", "32",
-                       "--num-layers", "1", "--num-heads", "2", "--batch-size", "8",
+                       str(tmp_path / "s2"), "--context", "32", "--model-kwargs",
+                       '{"hidden_size": 32, "num_layers": 1, "num_heads": 2}', "--batch-size", "8",
                        "--max-steps", "10", "--eval-every", "5", "--save-every", "0",
                        "--streaming", "true", "--progress", "false"])
     rows = [json.loads(x) for x in (tmp_path / "s2/metrics.jsonl").read_text().splitlines()]
@@ -286,16 +294,21 @@ def test_hidden_inputs_are_never_seen(tmp_path):
                    max_context=8, hidden_inputs=["reward"])
     torch.manual_seed(0)
     model = ADModel(cfg).eval()
-    tokens = torch.randn(2, 8, cfg.token_dim)
-    reward, action = cfg.token_slices()["reward"], cfg.token_slices()["action"]
-    other_reward, other_action = tokens.clone(), tokens.clone()
-    other_reward[..., reward] += 5.0
-    other_action[..., action] += 5.0
+    g = torch.Generator().manual_seed(0)
+    x = sequences(torch.zeros(2, 8, 1), torch.randint(0, 3, (2, 8), generator=g),
+                  torch.rand(2, 8, generator=g), torch.zeros(2, 8, dtype=torch.bool))
+    other_reward = Transitions(x.observations, x.prev_actions, x.prev_rewards + 5.0,
+                               x.episode_starts)
+    other_action = Transitions(x.observations, (x.prev_actions + 1) % 3, x.prev_rewards,
+                               x.episode_starts)
     with torch.no_grad():
-        base = model(tokens).logits
-        assert torch.equal(model(other_reward).logits, base)
-        assert not torch.allclose(model(other_action).logits, base)
+        base = model(**x.as_dict()).logits
+        assert torch.equal(model(**other_reward.as_dict()).logits, base)
+        assert not torch.allclose(model(**other_action.as_dict()).logits, base)
     model.save_pretrained(tmp_path / "m")
     assert AutoModel.from_pretrained(tmp_path / "m").config.hidden_inputs == ["reward"]
     with pytest.raises(IclRlError, match="--hide-inputs: unknown part 'rewards'"):
         train(TrainConfig(dataset="unused", out=str(tmp_path / "x"), hide_inputs="rewards"))
+    # --hide-inputs is a list, given space- or comma-separated
+    assert TrainConfig(hide_inputs="action, reward").hide_inputs == ["action", "reward"]
+    assert TrainConfig(hide_inputs=["action", "reward"]).hide_inputs == ["action", "reward"]

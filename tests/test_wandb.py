@@ -20,7 +20,8 @@ def test_wandb_offline_run_has_metrics_and_media(tmp_path, monkeypatch):
                                    num_histories=60, steps=20, shard_size=60,
                                    heldout_fraction=0.25))
     run = train(TrainConfig(dataset=str(data), out=str(tmp_path / "run"), context=20,
-                            hidden_size=16, num_layers=1, num_heads=2, batch_size=8,
+                            model_kwargs={"hidden_size": 16, "num_layers": 1, "num_heads": 2},
+                            batch_size=8,
                             max_steps=10, log_every=5, eval_every=5, save_every=0,
                             report_to="wandb", progress=False))
     [train_run] = (tmp_path / "run/wandb").glob("offline-run-*")

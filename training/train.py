@@ -1,8 +1,10 @@
 """`icl-rl train` / `accelerate launch -m training.train`: algorithm distillation with accelerate.
 
-The canonical accelerate loop: trackers, prepare, accumulate, clip on sync_gradients, periodic
-held-out validation, save_state checkpoints (atomic, last k kept) and resume with
-skip_first_batches, end_training. The same command runs on one CPU, one GPU, or N processes.
+Any registered model family (`--model NAME`, its options in `--model-kwargs`) on windows of
+learning histories. The canonical accelerate loop: trackers, prepare, accumulate, clip on
+sync_gradients, periodic held-out validation, save_state checkpoints (atomic, last k kept) and
+resume with skip_first_batches, end_training. The same command runs on one CPU, one GPU, or N
+processes (`accelerate launch --config_file configs/accelerate/...`).
 """
 
 from __future__ import annotations
@@ -16,25 +18,26 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from icl_rl.config import parse_config, require_positive, save_config
-from icl_rl.data import TARGETS, StreamingWindows, WindowDataset, collate_batch
-from icl_rl.dataset import (
-    Histories,
-    atomic_write_text,
-    iter_histories,
-    load_histories,
-    resolve_source,
-    split_files,
+from icl_rl.config import normalize_lists, parse_config, parse_kwargs, require_positive, save_config
+from icl_rl.data import (
+    TARGETS,
+    StreamingWindows,
+    WindowDataset,
+    check_start_fraction,
+    collate_batch,
 )
+from icl_rl.dataset import Histories, iter_histories, load_histories, resolve_source, split_files
 from icl_rl.errors import IclRlError
-from icl_rl.models import ADConfig, ADModel
+from icl_rl.io import atomic_write_text
+from icl_rl.models import FAMILIES, FamilyModel, build_model, check_env, family_options, load_model
+from icl_rl.transitions import check_parts
 
 log = logging.getLogger(__name__)
 CKPT_PREFIX = "step_"
@@ -42,22 +45,21 @@ CKPT_PREFIX = "step_"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Train an Algorithm Distillation transformer on learning histories."""
+    """Train an in-context model (Algorithm Distillation by default) on learning histories."""
 
     dataset: str = "runs/dataset"
     """Dataset folder, parquet file or Hub repo id (made by `icl-rl generate`)."""
     out: str = "runs/model"
     """Run folder: checkpoints/, metrics.jsonl, and the final model in model/."""
+    model: str = "ad"
+    """Model family (registered in icl_rl.models): ad, the transformer of Algorithm
+    Distillation."""
+    model_kwargs: str | None = None
+    """The family's own options as a JSON object (or a mapping in a YAML config), e.g.
+    '{"hidden_size": 64, "num_layers": 4, "num_heads": 4}' for ad; unknown names are refused
+    with the list of the family's options."""
     context: int = 256
-    """Window length K in transitions (= tokens); the model's context."""
-    hidden_size: int = 128
-    """Transformer width d_model."""
-    num_layers: int = 4
-    """Decoder layers."""
-    num_heads: int = 4
-    """Attention heads."""
-    dropout: float = 0.0
-    """Attention dropout."""
+    """Window length K in steps (= tokens); the model's context."""
     target: str = "actions"
     """What the model learns to predict at every step: `actions`, the source learner's own
     (Algorithm Distillation), or `optimal_actions`, the oracle's action in that state given
@@ -67,9 +69,9 @@ class TrainConfig:
     """Share of training windows that start at a history's first step. At evaluation the
     model's first `context` steps (its search of a new task) see the history from there, but
     only 1 in T - K + 1 random windows does; 0 samples windows uniformly."""
-    hide_inputs: str | None = None
-    """Comma-separated parts of every token the model never sees: action, reward,
-    episode_start, observation (ablations of the ingredients of in-context RL)."""
+    hide_inputs: list[str] = field(default_factory=list)
+    """Parts of every step's input the model never sees: action, reward, episode_start,
+    observation (ablations of the ingredients of in-context RL); space- or comma-separated."""
     init_model: str | None = None
     """Start from this trained model folder instead of a fresh one (same env family)."""
     batch_size: int = 32
@@ -98,16 +100,17 @@ class TrainConfig:
     """Checkpoints kept; older ones are deleted."""
     resume_from_checkpoint: str | None = None
     """A checkpoint folder, `latest` (must exist) or `auto` (latest if any, else fresh)."""
-    report_to: str = "none"
-    """Trackers: none, wandb, tensorboard (comma-separated for several)."""
+    report_to: list[str] = field(default_factory=lambda: ["none"])
+    """Trackers: none, wandb, tensorboard (several: space- or comma-separated)."""
     project: str = "icl-rl"
     """Tracker project name."""
     log_every: int = 20
     """Log training metrics every this many steps."""
     seed: int = 0
     """Seed for initialisation and data order."""
-    mixed_precision: str = "no"
-    """no, fp16 or bf16 (bf16 on GPUs; it is slow on most CPUs)."""
+    mixed_precision: str | None = None
+    """no, fp16 or bf16 (bf16 on GPUs; it is slow on most CPUs). Default: what `accelerate
+    launch --config_file` sets (configs/accelerate/gpus_1node.yaml: bf16), else no."""
     num_workers: int = 0
     """DataLoader worker processes."""
     streaming: bool = False
@@ -120,51 +123,72 @@ class TrainConfig:
     private: bool = False
     """Create the Hub repo as private."""
 
+    def __post_init__(self) -> None:
+        normalize_lists(self, "hide_inputs", "report_to")
+
+    def model_options(self) -> dict:
+        """--model-kwargs as a dict."""
+        return parse_kwargs(self.model_kwargs, "--model-kwargs")
+
+    @staticmethod
+    def unknown_option_hint(names: list[str]) -> str:
+        """Where options that are not TrainConfig's belong (a family's go in model_kwargs)."""
+        owners = {n: f for f in FAMILIES for n in family_options(f)}
+        found = [n for n in names if n in owners]
+        if not found:
+            return ""
+        return (f"; {', '.join(found)} belong(s) to the model family: put them under "
+                f"model_kwargs, e.g. model_kwargs: {{{found[0]}: ...}}")
+
+    def trackers(self) -> list[str]:
+        """--report-to without `none`."""
+        return [t for t in self.report_to if t != "none"]
+
 
 def validate(config: TrainConfig) -> None:
     """Check ranges before anything heavy runs."""
-    require_positive(config, "context", "hidden_size", "num_layers", "num_heads", "batch_size",
-                     "grad_accum", "max_steps", "eval_batches", "keep_checkpoints", "log_every")
+    require_positive(config, "context", "batch_size", "grad_accum", "max_steps", "eval_batches",
+                     "keep_checkpoints", "log_every")
     for name in ("warmup_steps", "eval_every", "save_every", "num_workers"):
         if getattr(config, name) < 0:
             raise IclRlError(f"--{name.replace('_', '-')} must be >= 0")
     if config.target not in TARGETS:
         raise IclRlError(f"--target must be one of {', '.join(TARGETS)}, got {config.target!r}")
-    if not 0 <= config.history_start_fraction < 1:
-        raise IclRlError(f"--history-start-fraction must be in [0, 1), got "
-                         f"{config.history_start_fraction}")
-    for name in hidden_inputs(config):
-        if name not in ADConfig.TOKEN_PARTS:
-            raise IclRlError(f"--hide-inputs: unknown part {name!r}; choose among "
-                             f"{', '.join(ADConfig.TOKEN_PARTS)}")
-    if config.hidden_size % config.num_heads:
-        raise IclRlError(f"--hidden-size {config.hidden_size} must be divisible by --num-heads "
-                         f"{config.num_heads}")
+    check_start_fraction(config.history_start_fraction, "--history-start-fraction")
+    check_parts(config.hide_inputs)
+    if config.model not in FAMILIES:
+        raise IclRlError(f"--model {config.model!r}: unknown model family; choose one of: "
+                         f"{', '.join(sorted(FAMILIES))}")
+    options = family_options(config.model)
+    extra = sorted(set(config.model_options()) - set(options))
+    if extra:
+        raise IclRlError(f"--model-kwargs: the {config.model} family does not take "
+                         f"{', '.join(extra)}; it takes: {', '.join(options) or 'nothing'}")
+    try:  # the family's own checks (e.g. width divisible by heads), before anything heavy
+        FAMILIES[config.model][0](**config.model_options())
+    except IclRlError as e:
+        raise IclRlError(f"--model-kwargs: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise IclRlError(f"--model-kwargs {config.model_options()}: bad value ({e})") from None
     if config.schedule not in ("cosine", "linear", "constant"):
         raise IclRlError(f"--schedule must be cosine, linear or constant, got {config.schedule!r}")
     if not config.lr > 0 or not config.max_grad_norm >= 0:
         raise IclRlError("--lr must be > 0 and --max-grad-norm >= 0")
-    trackers = [t for t in config.report_to.split(",") if t and t != "none"]
-    bad = sorted(set(trackers) - {"wandb", "tensorboard"})
+    bad = sorted(set(config.trackers()) - {"wandb", "tensorboard"})
     if bad:
         raise IclRlError(f"--report-to: unknown tracker(s) {bad}; use none, wandb, tensorboard")
 
 
-def hidden_inputs(config: TrainConfig) -> list[str]:
-    """--hide-inputs as a list."""
-    return [x.strip() for x in (config.hide_inputs or "").split(",") if x.strip()]
-
-
-def build_model(config: TrainConfig, meta: dict) -> ADModel:
-    """A fresh model for the dataset's env, or `--init-model` checked against it."""
-    spec = meta["env"]["spec"]
+def make_model(config: TrainConfig, meta: dict) -> FamilyModel:
+    """A fresh model of `--model` for the dataset's env, or `--init-model` checked against it."""
     if config.init_model:
         model = load_model(config.init_model)
         check_env(model.config, meta, config.init_model, config.dataset)
-        if hidden_inputs(config) and hidden_inputs(config) != model.config.hidden_inputs:
-            raise IclRlError(f"--hide-inputs {config.hide_inputs}: {config.init_model} was "
-                             f"trained hiding {model.config.hidden_inputs or 'nothing'}; "
-                             "train a new model for another ablation")
+        if config.hide_inputs and config.hide_inputs != model.config.hidden_inputs:
+            raise IclRlError(f"--hide-inputs {','.join(config.hide_inputs)}: "
+                             f"{config.init_model} was trained hiding "
+                             f"{model.config.hidden_inputs or 'nothing'}; train a new model "
+                             "for another ablation")
         if config.context > model.config.max_context:
             raise IclRlError(
                 f"--context {config.context} is longer than the model's context "
@@ -172,52 +196,8 @@ def build_model(config: TrainConfig, meta: dict) -> ADModel:
                 "lower --context or train a new model"
             )
         return model
-    return ADModel(ADConfig(
-        obs_dim=spec["obs_dim"], num_actions=spec["num_actions"], env_name=meta["env"]["name"],
-        obs_levels=spec.get("obs_levels"),
-        env_params=meta["env"]["params"], hidden_size=config.hidden_size,
-        num_layers=config.num_layers, num_heads=config.num_heads,
-        max_context=config.context, dropout=config.dropout,
-        hidden_inputs=hidden_inputs(config),
-    ))
-
-
-def load_model(path: str | Path) -> ADModel:
-    """Load a trained model folder, with clear errors for what is not one."""
-    if not Path(path).exists() and str(path).count("/") == 1:  # a Hub repo id
-        from icl_rl import hub
-
-        path = hub.download(str(path), "model")
-    path = Path(path)
-    if path.is_dir() and (path / "model" / "config.json").exists():
-        path = path / "model"  # a run folder
-    if not (path / "config.json").exists():
-        raise IclRlError(f"{path}: no config.json; pass a folder written by `icl-rl train` "
-                         "(its model/ subfolder) or save_pretrained")
-    try:
-        cfg = json.loads((path / "config.json").read_text())
-    except json.JSONDecodeError as e:
-        raise IclRlError(f"{path}/config.json does not parse ({e})") from None
-    if cfg.get("model_type") != ADConfig.model_type:
-        raise IclRlError(f"{path}/config.json: model_type {cfg.get('model_type')!r} is not "
-                         f"{ADConfig.model_type!r}; this is not an icl-rl model")
-    return ADModel.from_pretrained(path)
-
-
-def check_env(model_config: ADConfig, meta: dict, model_src, data_src) -> None:
-    """Refuse data from another env family or action/observation space than the model's."""
-    env = meta["env"]
-    spec = env["spec"]
-    mismatch = (model_config.env_name != env["name"]
-                or model_config.num_actions != spec["num_actions"]
-                or model_config.obs_dim != spec["obs_dim"])
-    if mismatch:
-        raise IclRlError(
-            f"{data_src} is {env['name']} (obs_dim {spec['obs_dim']}, {spec['num_actions']} "
-            f"actions) but the model {model_src} was trained for {model_config.env_name} "
-            f"(obs_dim {model_config.obs_dim}, {model_config.num_actions} actions); use a "
-            "dataset of the model's env or train a new model"
-        )
+    return build_model(config.model, meta["env"], config.model_options(),
+                       max_context=config.context, hidden_inputs=config.hide_inputs)
 
 
 def find_checkpoint(out: Path, resume: str | None) -> Path | None:
@@ -286,7 +266,7 @@ def evaluate(model, loader, accelerator, batches: int) -> dict:
             break
         out = model(**batch)
         mask = batch["attention_mask"].bool()
-        hit = ((out.logits.argmax(-1) == batch["actions"]) & mask).sum().float()
+        hit = ((out.logits.argmax(-1) == batch["targets"]) & mask).sum().float()
         n = mask.sum().float()
         loss, hit, n = accelerator.gather_for_metrics(
             (out.loss.detach()[None], hit[None], n[None]))
@@ -297,106 +277,136 @@ def evaluate(model, loader, accelerator, batches: int) -> dict:
     return {"eval/loss": float(torch.stack(losses).mean()), "eval/accuracy": correct / count}
 
 
-def main(config: TrainConfig) -> dict:
-    """Train; returns {"model_dir", "metrics": [...], "final_eval_loss", ...}."""
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, set_seed
+# -- the steps of a run, in order ----------------------------------------------------------------
 
-    validate(config)
-    out = Path(config.out)
-    resume = find_checkpoint(out, config.resume_from_checkpoint)
+
+def load_data(config: TrainConfig) -> tuple[Histories, Histories | None]:
+    """The train split (its first chunk when streaming) and the held-out split, if any.
+
+    A held-out split that exists but does not read is an error, like a bad train shard: only
+    a dataset without one trains without validation, and says so.
+    """
     if config.streaming:  # validate the card and the first chunk now, read the rest later
         first = next(iter_histories(config.dataset, "train", 1))
-        train = Histories(first.history, first.task_ids, first.meta, first.source)
-        heldout = None
-    else:
-        train = load_histories(config.dataset, "train")
-        try:
-            heldout = load_histories(config.dataset, "test")
-        except IclRlError:
-            heldout = None
-    if resume is not None:
-        saved = ADConfig.from_pretrained(resume.parent.parent / "model_config")
-        check_env(saved, train.meta, resume, config.dataset)
-    trackers = [t for t in config.report_to.split(",") if t and t != "none"]
+        return Histories(first.history, first.task_ids, first.meta, first.source), None
+    train = load_histories(config.dataset, "train")
+    if not has_split(config.dataset, "test"):
+        log.warning("%s has no held-out split (data/test-*.parquet): training without "
+                    "validation", config.dataset)
+        return train, None
+    return train, load_histories(config.dataset, "test")
+
+
+def make_accelerator(config: TrainConfig, out: Path):
+    """The Accelerator of the run; says how many processes on which device it trains with."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
     accelerator = Accelerator(
         gradient_accumulation_steps=config.grad_accum,
         mixed_precision=config.mixed_precision,
-        log_with=trackers or None,
+        log_with=config.trackers() or None,
         project_dir=str(out),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         # The schedule counts optimizer steps whatever the number of processes; by default
         # accelerate would step it once per process per optimizer step.
         step_scheduler_with_optimizer=False,
     )
-    set_seed(config.seed)
-    model = build_model(config, train.meta)
-    num_actions, obs_levels = model.config.num_actions, model.config.obs_levels
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        raise IclRlError(f"launched as {launched} processes but accelerate set up "
+                         f"{accelerator.num_processes}: they would train apart and overwrite "
+                         "each other; on a machine without a GPU set ACCELERATE_USE_CPU=1 "
+                         "(see configs/accelerate/cpu_2proc.yaml)")
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        # a run killed while saving leaves .tmp-* folders; they never count as checkpoints
-        for stale in [*(out / "checkpoints").glob(".tmp-*"), *out.glob(".tmp-*")]:
-            shutil.rmtree(stale, ignore_errors=True)
-        save_config(config, out / "train_config.json")
-        model.config.save_pretrained(out / "model_config")
-    stream = None
+        # `accelerate launch --num_processes 2` without a config file falls back to ONE
+        # process on a machine without a GPU: say what really runs.
+        log.info("training with %d process(es) on %s (%s, mixed precision %s)",
+                 accelerator.num_processes, accelerator.device,
+                 accelerator.distributed_type.value, accelerator.mixed_precision)
+    return accelerator
+
+
+def run_info(accelerator) -> dict:
+    """What the run ran on, saved next to its config."""
+    return {"num_processes": accelerator.num_processes, "device": str(accelerator.device),
+            "distributed_type": accelerator.distributed_type.value,
+            "mixed_precision": accelerator.mixed_precision}
+
+
+def prepare_folder(config: TrainConfig, out: Path, model: FamilyModel, accelerator) -> None:
+    """Create the run folder, clear what a killed run left, save the config and run info."""
+    if not accelerator.is_main_process:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    # a run killed while saving leaves .tmp-* folders; they never count as checkpoints
+    for stale in [*(out / "checkpoints").glob(".tmp-*"), *out.glob(".tmp-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    save_config(config, out / "train_config.json")
+    atomic_write_text(out / "run_info.json", json.dumps(run_info(accelerator), indent=2))
+    model.config.save_pretrained(out / "model_config")
+
+
+def make_loaders(config: TrainConfig, train: Histories, heldout: Histories | None,
+                 accelerator):
+    """(train DataLoader or None, train stream or None, validation batches or None)."""
+    rank, world = accelerator.process_index, accelerator.num_processes
     if config.streaming:
-        stream = StreamingWindows(config.dataset, "train", config.context, num_actions,
-                                  obs_levels, config.batch_size, config.seed,
-                                  accelerator.process_index, accelerator.num_processes,
-                                  target=config.target,
+        stream = StreamingWindows(config.dataset, "train", config.context, config.batch_size,
+                                  config.seed, rank, world, target=config.target,
                                   history_start_fraction=config.history_start_fraction)
-        train_dl = None
-    else:
-        train_dl = DataLoader(WindowDataset(train.history, config.context, num_actions,
-                                            obs_levels, config.target, train.source,
-                                            config.history_start_fraction),
-                              batch_size=config.batch_size, shuffle=True, drop_last=True,
-                              collate_fn=collate_batch, num_workers=config.num_workers)
-        if len(train_dl) == 0:
-            raise IclRlError(f"{config.dataset}: fewer windows than --batch-size "
-                             f"{config.batch_size}")
+        val = None
+        if has_split(config.dataset, "test"):
+            val_stream = StreamingWindows(config.dataset, "test", config.context,
+                                          config.batch_size, config.seed + 1, rank, world,
+                                          target=config.target)
+            val = [{k: v.to(accelerator.device) for k, v in b.items()}
+                   for b in itertools.islice(val_stream, config.eval_batches)]
+        return None, stream, val
+    train_dl = DataLoader(WindowDataset(train.history, config.context, config.target,
+                                        train.source, config.history_start_fraction),
+                          batch_size=config.batch_size, shuffle=True, drop_last=True,
+                          collate_fn=collate_batch, num_workers=config.num_workers)
+    if len(train_dl) == 0:
+        raise IclRlError(f"{config.dataset}: fewer windows than --batch-size {config.batch_size}")
     val_dl = None
-    if config.streaming and has_split(config.dataset, "test"):
-        val_stream = StreamingWindows(config.dataset, "test", config.context, num_actions,
-                                      obs_levels, config.batch_size, config.seed + 1,
-                                      accelerator.process_index, accelerator.num_processes,
-                                      target=config.target)
-        val_dl = [{k: v.to(accelerator.device) for k, v in b.items()}
-                  for b in itertools.islice(val_stream, config.eval_batches)]
     if heldout is not None:
-        val_set = WindowDataset(heldout.history, config.context, num_actions, obs_levels,
-                                config.target, heldout.source)
+        val_set = WindowDataset(heldout.history, config.context, config.target, heldout.source)
         g = torch.Generator().manual_seed(config.seed + 1)
-        n_val = min(len(val_set), config.eval_batches * config.batch_size
-                    * accelerator.num_processes)
+        n_val = min(len(val_set), config.eval_batches * config.batch_size * world)
         subset = torch.utils.data.Subset(val_set, torch.randperm(len(val_set), generator=g)
                                          [:n_val].tolist())
         val_dl = DataLoader(subset, batch_size=config.batch_size, collate_fn=collate_batch)
+    return train_dl, None, val_dl
+
+
+def make_optimizer(config: TrainConfig, model: FamilyModel):
+    """AdamW (no decay on biases and norms) and the warmup + decay schedule."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
-    if stream is None:
-        model, optimizer, train_dl, scheduler = accelerator.prepare(
-            model, optimizer, train_dl, scheduler)
-    else:  # the stream is already split by process: it must not be prepared (split) again
-        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    if val_dl is not None and not config.streaming:
-        val_dl = accelerator.prepare(val_dl)
-    if trackers:  # wandb runs live inside the run folder
-        accelerator.init_trackers(config.project, config=dataclasses.asdict(config),
-                                  init_kwargs={"wandb": {"dir": str(out), "job_type": "train"}}
-                                  if "wandb" in trackers else {})
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
 
-    step = 0
-    if resume is not None:
-        accelerator.load_state(str(resume))
-        step = json.loads((resume / "trainer_state.json").read_text())["step"]
-        log.info("resumed from %s at step %d", resume, step)
+
+class Recorder:
+    """Metrics rows: kept, logged to the trackers and appended to metrics.jsonl."""
+
+    def __init__(self, accelerator, out: Path) -> None:
+        self.accelerator, self.out, self.rows = accelerator, out, []
+
+    def __call__(self, row: dict) -> None:
+        self.rows.append(row)
+        self.accelerator.log(row, step=row["step"])
+        if self.accelerator.is_main_process:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+def train_loop(config: TrainConfig, out: Path, accelerator, model, optimizer, scheduler,
+               train_dl, stream, val_dl, step: int, record: Recorder) -> int:
+    """Optimizer steps from `step` to --max-steps: log, validate, checkpoint. Returns the step."""
     micro_per_epoch = len(train_dl) if stream is None else None
-    metrics: list[dict] = []
     bar = tqdm(total=config.max_steps, initial=step, desc="train",
                disable=not (config.progress and accelerator.is_local_main_process))
     tokens_per_step = (config.batch_size * config.context * config.grad_accum
@@ -404,14 +414,6 @@ def main(config: TrainConfig) -> dict:
     model.train()
     t_last, steps_since = time.perf_counter(), 0
     running = []
-
-    def record(row: dict) -> None:
-        metrics.append(row)
-        accelerator.log(row, step=row["step"])
-        if accelerator.is_main_process:
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-
     while step < config.max_steps:
         consumed = step * config.grad_accum  # micro-batches already used
         if stream is not None:  # one endless pass over reshuffled epochs, resumed by skipping
@@ -453,27 +455,26 @@ def main(config: TrainConfig) -> dict:
             if step >= config.max_steps:
                 break
     bar.close()
-    if val_dl is not None and not any("eval/loss" in m for m in metrics):
-        # resumed from the final checkpoint: still report the held-out loss of what we return
-        record({"step": step, **evaluate(model, val_dl, accelerator, config.eval_batches)})
-    with torch.no_grad():  # every rank must hold the same weights; record the evidence
-        checksum = torch.stack([p.double().sum() for p in model.parameters()]).sum()
-        sums = accelerator.gather(checksum[None].to(accelerator.device)).tolist()
-    record({"step": step, "ranks/param_checksums": sums})
-    if max(sums) != min(sums):
-        log.warning("ranks disagree on the parameters: %s", sums)
+    return step
+
+
+def save_model(config: TrainConfig, out: Path, accelerator, model, meta: dict,
+               metrics: list[dict], step: int) -> Path:
+    """Write model/ atomically (weights, config with provenance, card); push if asked."""
+    from icl_rl.model_card import write_model_card
+
     model_dir = out / "model"
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         tmp = out / ".tmp-model"
         shutil.rmtree(tmp, ignore_errors=True)
         unwrapped = accelerator.unwrap_model(model)
-        unwrapped.config.training = {"dataset": config.dataset, "steps": step,
-                                     "context": config.context, "target": config.target,
-                                     "learner": train.meta.get("learner")}
+        unwrapped.config.provenance = {"dataset": config.dataset, "steps": step,
+                                       "context": config.context, "target": config.target,
+                                       "learner": meta.get("learner")}
         unwrapped.save_pretrained(tmp)
         save_config(config, tmp / "train_config.json")
-        atomic_write_text(tmp / "README.md", model_card(unwrapped.config, config, metrics, step))
+        write_model_card(tmp, unwrapped.config, dataclasses.asdict(config), metrics, step)
         shutil.rmtree(model_dir, ignore_errors=True)
         os.replace(tmp, model_dir)
     accelerator.wait_for_everyone()
@@ -482,6 +483,58 @@ def main(config: TrainConfig) -> dict:
 
         hub.push_folder(model_dir, config.push_to_hub, "model", private=config.private)
         log.info("uploaded %s to the Hub model repo %s", model_dir, config.push_to_hub)
+    return model_dir
+
+
+def main(config: TrainConfig) -> dict:
+    """Train; returns {"model_dir", "metrics": [...], "final_eval_loss", ...}."""
+    from accelerate.utils import set_seed
+
+    validate(config)
+    out = Path(config.out)
+    resume = find_checkpoint(out, config.resume_from_checkpoint)
+    train, heldout = load_data(config)
+    if resume is not None:
+        from transformers import AutoConfig
+
+        saved = AutoConfig.from_pretrained(resume.parent.parent / "model_config")
+        check_env(saved, train.meta, resume, config.dataset)
+    accelerator = make_accelerator(config, out)
+    set_seed(config.seed)
+    model = make_model(config, train.meta)
+    prepare_folder(config, out, model, accelerator)
+    train_dl, stream, val_dl = make_loaders(config, train, heldout, accelerator)
+    optimizer, scheduler = make_optimizer(config, model)
+    if stream is None:
+        model, optimizer, train_dl, scheduler = accelerator.prepare(
+            model, optimizer, train_dl, scheduler)
+    else:  # the stream is already split by process: it must not be prepared (split) again
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if val_dl is not None and not config.streaming:
+        val_dl = accelerator.prepare(val_dl)
+    if config.trackers():  # wandb runs live inside the run folder
+        accelerator.init_trackers(
+            config.project, config={**dataclasses.asdict(config), **run_info(accelerator)},
+            init_kwargs={"wandb": {"dir": str(out), "job_type": "train"}}
+            if "wandb" in config.trackers() else {})
+    step = 0
+    if resume is not None:
+        accelerator.load_state(str(resume))
+        step = json.loads((resume / "trainer_state.json").read_text())["step"]
+        log.info("resumed from %s at step %d", resume, step)
+    record = Recorder(accelerator, out)
+    step = train_loop(config, out, accelerator, model, optimizer, scheduler, train_dl, stream,
+                      val_dl, step, record)
+    if val_dl is not None and not any("eval/loss" in m for m in record.rows):
+        # resumed from the final checkpoint: still report the held-out loss of what we return
+        record({"step": step, **evaluate(model, val_dl, accelerator, config.eval_batches)})
+    with torch.no_grad():  # every rank must hold the same weights; record the evidence
+        checksum = torch.stack([p.double().sum() for p in model.parameters()]).sum()
+        sums = accelerator.gather(checksum[None].to(accelerator.device)).tolist()
+    record({"step": step, "ranks/param_checksums": sums})
+    if max(sums) != min(sums):
+        log.warning("ranks disagree on the parameters: %s", sums)
+    model_dir = save_model(config, out, accelerator, model, train.meta, record.rows, step)
     # Tear down in order, every rank together: the prepared model (DDP) holds the process
     # group, so free it first; otherwise the group is destroyed only when main() returns, at
     # the moment the other ranks exit, and gloo can hang there.
@@ -490,8 +543,8 @@ def main(config: TrainConfig) -> dict:
     accelerator.free_memory()
     gc.collect()
     accelerator.end_training()
-    evals = [m["eval/loss"] for m in metrics if "eval/loss" in m]
-    return {"model_dir": str(model_dir), "metrics": metrics, "steps": step,
+    evals = [m["eval/loss"] for m in record.rows if "eval/loss" in m]
+    return {"model_dir": str(model_dir), "metrics": record.rows, "steps": step,
             "final_eval_loss": evals[-1] if evals else None, "param_checksums": sums}
 
 
@@ -510,55 +563,6 @@ def has_split(source: str, split: str) -> bool:
     except IclRlError:
         return False
     return True
-
-
-def model_card(mc: ADConfig, config: TrainConfig, metrics: list[dict], step: int) -> str:
-    """README.md of a trained model: what it is, what it was trained on, how to use it."""
-    import yaml
-
-    from icl_rl import __version__
-
-    evals = [m for m in metrics if "eval/loss" in m]
-    learner = (mc.training or {}).get("learner") or {}
-    kind, tag, what = (("Algorithm Distillation", "algorithm-distillation",
-                        "the learner's next action") if config.target == "actions" else
-                       ("Decision-Pretrained Transformer", "decision-pretrained-transformer",
-                        "the oracle's action in every state"))
-    header = {"library_name": "icl-rl",
-              "tags": ["reinforcement-learning", "in-context-learning", tag, mc.env_name]}
-    if not Path(config.dataset).exists():
-        header["datasets"] = [config.dataset]
-    quality = (f"Held-out action loss {evals[-1]['eval/loss']:.4f}, accuracy "
-               f"{evals[-1]['eval/accuracy']:.1%} (step {evals[-1]['step']})." if evals else "")
-    rows = "\n".join(f"| {k} | {v} |" for k, v in dataclasses.asdict(config).items()
-                     if k not in ("push_to_hub", "private", "progress"))
-    return f"""---
-{yaml.safe_dump(header, sort_keys=False)}---
-
-# {kind} model for `{mc.env_name}`
-
-A {mc.num_layers}-layer, {mc.hidden_size}-wide decoder (transformers LlamaModel backbone) trained
-with icl-rl {__version__} to predict {what} from the learning histories of
-`{learner.get('name', '?')}` in `{config.dataset}` ({step} steps, context {mc.max_context}
-transitions).
-Env: `{mc.env_name}` {mc.env_params}. {quality}
-
-## Use
-
-```python
-import icl_rl.models  # registers the model classes with transformers' Auto classes
-from transformers import AutoModel
-model = AutoModel.from_pretrained("REPO_OR_PATH")
-```
-
-In context on held-out tasks: `icl-rl eval --model REPO_OR_PATH --episodes 40`.
-
-## Training configuration
-
-| option | value |
-|---|---|
-{rows}
-"""
 
 
 def cli(argv: list[str] | None = None) -> dict:

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from icl_rl import rng
@@ -77,9 +78,18 @@ class EpsilonGreedy(BanditLearner):
 
     def act(self, obs: Tensor) -> Tensor:
         """Explore with probability epsilon_t, else exploit."""
+        return self.explore(first_argmax(self.means()), self.epsilon())
+
+    def epsilon(self) -> float:
+        """The exploration rate of the current step."""
         p = self.params
-        eps = decayed_epsilon(p.epsilon, p.decay, p.min_epsilon, self.steps)
-        return self.explore(first_argmax(self.means()), eps)
+        return decayed_epsilon(p.epsilon, p.decay, p.min_epsilon, self.steps)
+
+    def action_probs(self, obs: Tensor) -> Tensor:
+        """epsilon / K on every arm plus 1 - epsilon on the greedy one: [N, K]."""
+        k, eps = self.spec.num_actions, self.epsilon()
+        greedy = F.one_hot(first_argmax(self.means()), k).float()
+        return eps / k + (1 - eps) * greedy
 
 
 @dataclass(frozen=True)

@@ -1,36 +1,15 @@
-"""The Agent protocol shared by source learners and trained models, and the learner base class."""
+"""The learner base class (the Agent protocol itself lives in `icl_rl.agents`)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from icl_rl import rng
+from icl_rl.agents import Agent  # noqa: F401  (re-exported for learners)
 from icl_rl.envs.base import Env
-
-
-@runtime_checkable
-class Agent(Protocol):
-    """A batched in-context agent: sees transitions from N task instances, chooses N actions."""
-
-    def reset(self, n: int, generator: torch.Generator | None = None) -> None:
-        """Start a learning history (not an episode) for n task instances."""
-
-    def act(self, obs: Tensor) -> Tensor:
-        """Choose actions [N] (int64) for observations [N, obs_dim]."""
-
-    def observe(self, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor,
-                done: Tensor) -> None:
-        """Learn from (or append to context) one transition of every task.
-
-        `next_obs` is the observation the step led to, also when the step ended the episode
-        (Gymnasium's final observation); the next `act` gets the next episode's first one.
-        `done` marks a time limit: no env here has terminal states, so a learner that
-        bootstraps values bootstraps from `next_obs` at `done` too.
-        """
 
 
 @dataclass(frozen=True)
@@ -98,6 +77,11 @@ class RandomAgent(Learner):
         """Uniform over the action space."""
         return rng.randint(self.generator, self.spec.num_actions, (obs.shape[0],),
                            device=obs.device)
+
+    def action_probs(self, obs: Tensor) -> Tensor:
+        """Uniform: [N, A]."""
+        a = self.spec.num_actions
+        return torch.full((obs.shape[0], a), 1.0 / a, device=obs.device)
 
     def observe(self, obs, action, reward, next_obs, done) -> None:
         """Nothing to learn."""

@@ -1,60 +1,55 @@
-"""The Algorithm Distillation model: one token per transition, a transformers decoder backbone.
+"""The Algorithm Distillation family: one token per step, a transformers decoder backbone.
 
-Token t embeds (o_t, a_{t-1}, r_{t-1}, episode-start flag) with one fused linear layer; the
-backbone is a `transformers` LlamaModel fed through `inputs_embeds`; the head predicts a_t.
-Positions are rotary and relative, so a window that slides along a long history needs no
-position bookkeeping beyond continuing the count.
+Token t embeds the step's features (o_t, a_{t-1}, r_{t-1}, episode start; see
+`icl_rl.transitions`) with one fused linear layer; the backbone is a `transformers` LlamaModel
+fed through `inputs_embeds`; the head predicts a_t. Positions are rotary and relative, so a
+window that slides along a long history needs no position bookkeeping beyond the count.
+
+Acting state: a ring KV cache of the last `window` tokens. Each step appends one token per task
+and reads the action logits there: one forward of N tokens, never recomputing the past. Past
+the window the newest token overwrites the oldest slot; attention of a single query over the
+cached keys does not depend on their order, and rotary encodings are relative, so the ring
+needs no reordering. Known difference from recomputing the same window: a cached key/value of
+layer l >= 1 was computed while older (now evicted) tokens were visible, so after the first
+eviction the two differ slightly; before it they are equal up to float error (a test checks).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import LlamaConfig, LlamaModel, PreTrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import ModelOutput
+from transformers import LlamaConfig, LlamaModel
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from icl_rl.errors import IclRlError
+from icl_rl.models.base import FamilyConfig, FamilyModel, FamilyOutput, StepOutput
+from icl_rl.transitions import Transitions, token_features
 
 
-class ADConfig(PreTrainedConfig):
-    """Shape of the model and the env family it acts in."""
+class ADConfig(FamilyConfig):
+    """AD: a Llama decoder over one token per step. Options: the decoder's shape."""
 
     model_type = "icl_rl_ad"
 
-    def __init__(
-        self,
-        obs_dim: int = 1,
-        num_actions: int = 2,
-        obs_levels: list[int] | None = None,
-        env_name: str = "",
-        env_params: dict | None = None,
-        hidden_size: int = 128,
-        num_layers: int = 4,
-        num_heads: int = 4,
-        intermediate_size: int | None = None,
-        max_context: int = 256,
-        dropout: float = 0.0,
-        rope_theta: float = 10000.0,
-        hidden_inputs: list[str] | None = None,
-        **kwargs,
-    ) -> None:
-        self.obs_dim = obs_dim
-        self.num_actions = num_actions
-        # Per observation dimension: number of integer levels to one-hot encode (grid
-        # coordinates, wall bits), or 0 to feed the value as is. None: all as is.
-        self.obs_levels = list(obs_levels) if obs_levels else None
-        self.env_name = env_name  # family the model was trained for; eval refuses others
-        self.env_params = dict(env_params or {})
+    def __init__(self, hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
+                 intermediate_size: int | None = None, dropout: float = 0.0,
+                 rope_theta: float = 10000.0, **kwargs) -> None:
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.num_heads = num_heads
         self.intermediate_size = intermediate_size or 4 * hidden_size
-        self.max_context = max_context  # transitions (= tokens) per training window
-        self.dropout = dropout
+        self.dropout = dropout  # attention dropout
         self.rope_theta = rope_theta
-        # parts of the token zeroed before the embedding: ablations of what in-context RL needs
-        self.hidden_inputs = list(hidden_inputs or [])
+        for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers),
+                            ("num_heads", num_heads)):
+            if not isinstance(value, int) or value < 1:
+                raise IclRlError(f"{name} must be a positive integer, got {value!r}")
+        if hidden_size % num_heads:
+            raise IclRlError(f"hidden_size {hidden_size} must be divisible by num_heads "
+                             f"{num_heads}")
         super().__init__(**kwargs)
 
     def backbone_config(self) -> LlamaConfig:
@@ -75,103 +70,82 @@ class ADConfig(PreTrainedConfig):
             tie_word_embeddings=False,
         )
 
-    @property
-    def obs_features(self) -> int:
-        """Width of the encoded observation."""
-        if not self.obs_levels:
-            return self.obs_dim
-        return sum(level if level else 1 for level in self.obs_levels)
-
-    @property
-    def token_dim(self) -> int:
-        """Width of a raw token: obs, one-hot previous action, previous reward, two flags."""
-        return self.obs_features + self.num_actions + 3
-
-    TOKEN_PARTS = ("observation", "action", "reward", "episode_start")  # hideable parts
-
-    def token_slices(self) -> dict[str, slice]:
-        """Where each of TOKEN_PARTS lies in a raw token (see transition_tokens)."""
-        o, a = self.obs_features, self.num_actions
-        bounds = (0, o, o + a, o + a + 1, o + a + 2)
-        return {name: slice(bounds[i], bounds[i + 1]) for i, name in enumerate(self.TOKEN_PARTS)}
-
-    def input_mask(self) -> list[float]:
-        """1 for the token features the model sees, 0 for those in `hidden_inputs`."""
-        mask = [1.0] * self.token_dim
-        for name in self.hidden_inputs:
-            part = self.token_slices()[name]
-            mask[part] = [0.0] * (part.stop - part.start)
-        return mask
+    def describe(self) -> str:
+        """Shape in words."""
+        return (f"{self.num_layers}-layer, {self.hidden_size}-wide decoder (transformers "
+                "LlamaModel backbone)")
 
 
-def encode_obs(obs: Tensor, obs_levels: list[int] | None) -> Tensor:
-    """Observations [..., obs_dim] -> features: one-hot where a dimension has integer levels.
+class RingLayer(DynamicLayer):
+    """A cache layer of fixed capacity: preallocated, written in place, oldest slot reused."""
 
-    A grid coordinate as one number forces the network to learn equality of positions from a
-    linear feature; one-hot cells make "same cell as where the reward was" a dot product.
-    """
-    if not obs_levels:
-        return obs
-    parts = []
-    for i, level in enumerate(obs_levels):
-        x = obs[..., i]
-        if level:
-            parts.append(F.one_hot(x.long().clamp(0, level - 1), level).to(obs.dtype))
-        else:
-            parts.append(x[..., None])
-    return torch.cat(parts, dim=-1)
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.count = 0  # tokens ever written
 
+    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
+        """Allocate [B, H, capacity, head_dim] once."""
+        b, h, _, d = key_states.shape
+        self.device = key_states.device
+        self.keys = key_states.new_zeros(b, h, self.capacity, d)
+        self.values = value_states.new_zeros(b, h, self.capacity, d)
+        self.is_initialized = True
 
-def transition_tokens(obs: Tensor, prev_action: Tensor, prev_reward: Tensor,
-                      episode_start: Tensor, num_actions: int,
-                      obs_levels: list[int] | None = None) -> Tensor:
-    """Raw token features [..., token_dim] for o_t and the transition that led to it.
+    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs):
+        """Write the new tokens' keys/values into their slots; return the valid part."""
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        for i in range(key_states.shape[-2]):  # one token per step in decoding
+            slot = self.count % self.capacity
+            self.keys[:, :, slot] = key_states[:, :, i]
+            self.values[:, :, slot] = value_states[:, :, i]
+            self.count += 1
+        n = min(self.count, self.capacity)
+        return self.keys[:, :, :n], self.values[:, :, :n]
 
-    obs [..., obs_dim]; prev_action [...] int64 with -1 at the start of a history (no previous
-    action); prev_reward [...]; episode_start [...] bool, True where o_t opens an episode.
-    """
-    has_prev = prev_action >= 0
-    one_hot = F.one_hot(prev_action.clamp(min=0), num_actions).to(obs.dtype)
-    one_hot = one_hot * has_prev[..., None]
-    return torch.cat([encode_obs(obs, obs_levels), one_hot,
-                      prev_reward[..., None].to(obs.dtype),
-                      episode_start[..., None].to(obs.dtype),
-                      (~has_prev)[..., None].to(obs.dtype)], dim=-1)
+    def get_seq_length(self) -> int:
+        """Tokens currently held."""
+        return min(self.count, self.capacity)
 
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        """Keys visible to the query after the update."""
+        return min(self.count + query_length, self.capacity), 0
 
-def shift_transitions(actions: Tensor, rewards: Tensor, dones: Tensor,
-                      first: tuple[Tensor, Tensor, Tensor] | None = None):
-    """Previous action / reward / episode-start aligned with o_t, for histories [B, T].
+    def get_max_length(self) -> int:
+        """Capacity."""
+        return self.capacity
 
-    `first` gives (a, r, done) of the step before the window, [B] each; None means the
-    window starts the history.
-    """
-    b = actions.shape[0]
-    if first is None:
-        first = (actions.new_full((b,), -1), rewards.new_zeros(b), dones.new_ones(b))
-    prev_a = torch.cat([first[0][:, None], actions[:, :-1]], dim=1)
-    prev_r = torch.cat([first[1][:, None], rewards[:, :-1]], dim=1)
-    start = torch.cat([first[2][:, None], dones[:, :-1]], dim=1)
-    return prev_a, prev_r, start
+    def reset(self) -> None:
+        """Forget everything."""
+        self.count = 0
+        super().reset()
 
 
 @dataclass
-class ADOutput(ModelOutput):
-    """Action logits, the loss when targets are given, and the decoder's cache."""
+class ADState:
+    """Acting state of N histories: a ring KV cache (or, as a reference, the raw window)."""
 
-    loss: Tensor | None = None
-    logits: Tensor | None = None
-    cache: object | None = None
-    hidden_states: tuple[Tensor, ...] | None = None
+    window: int
+    cache: DynamicCache | None  # None: recompute the whole window every step
+    decode_attention: str | None
+    t: int = 0  # steps taken
+    tokens: list[Tensor] = field(default_factory=list)  # recompute mode only
+
+    def cache_bytes(self) -> int:
+        """Bytes held by the KV cache (flat once the window is full)."""
+        if self.cache is None:
+            return 0
+        return sum(x.numel() * x.element_size() for layer in self.cache.layers
+                   if layer.is_initialized for x in (layer.keys, layer.values))
 
 
-class ADModel(PreTrainedModel):
-    """Decoder over transition tokens that predicts the learner's next action."""
+class ADModel(FamilyModel):
+    """Decoder over step tokens that predicts the learner's next action."""
 
     config_class = ADConfig
     base_model_prefix = "ad"
     _supports_sdpa = True
-    main_input_name = "tokens"
 
     def __init__(self, config: ADConfig) -> None:
         super().__init__(config)
@@ -181,36 +155,85 @@ class ADModel(PreTrainedModel):
         self.action_head = nn.Linear(config.hidden_size, config.num_actions)
         self.post_init()
 
-    def forward(
-        self,
-        tokens: Tensor,
-        actions: Tensor | None = None,
-        attention_mask: Tensor | None = None,
-        position_ids: Tensor | None = None,
-        cache=None,
-        use_cache: bool = False,
-        output_hidden_states: bool = False,
-    ) -> ADOutput:
-        """tokens [B, T, token_dim] -> logits [B, T, A]; loss if target `actions` [B, T].
+    def tokens(self, x: Transitions) -> Tensor:
+        """Aligned transitions [...] -> token features [..., token_dim], hidden parts zeroed."""
+        return self.hide(token_features(x, self.config.num_actions, self.config.obs_levels))
 
-        `attention_mask` [B, T] is 1 for real steps and 0 for padding; padded steps get no loss.
+    def forward(self, observations: Tensor, prev_actions: Tensor, prev_rewards: Tensor,
+                episode_starts: Tensor, targets: Tensor | None = None,
+                attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+                cache=None, use_cache: bool = False,
+                output_hidden_states: bool = False) -> FamilyOutput:
+        """Aligned windows [B, K] -> logits [B, K, A]; the loss against `targets` [B, K].
+
+        `attention_mask` [B, K] is 1 for real steps and 0 for padding; padded steps get no loss.
         """
-        if self.config.hidden_inputs:  # an ablation: some parts of the token are never seen
-            tokens = tokens * tokens.new_tensor(self.config.input_mask())
-        x = self.embed(tokens)  # [B, T, d]
-        out = self.backbone(inputs_embeds=x, attention_mask=attention_mask,
+        x = Transitions(observations, prev_actions, prev_rewards, episode_starts)
+        return self._decode(self.tokens(x), targets, attention_mask, position_ids, cache,
+                            use_cache, output_hidden_states)
+
+    def _decode(self, tokens: Tensor, targets=None, attention_mask=None, position_ids=None,
+                cache=None, use_cache=False, output_hidden_states=False) -> FamilyOutput:
+        """tokens [B, K, token_dim] through the embedding, the backbone and the head."""
+        out = self.backbone(inputs_embeds=self.embed(tokens), attention_mask=attention_mask,
                             position_ids=position_ids, cache=cache, use_cache=use_cache,
                             output_hidden_states=output_hidden_states)
-        logits = self.action_head(out.last_hidden_state)  # [B, T, A]
-        loss = None
-        if actions is not None:
-            target = actions.long()
-            if attention_mask is not None:
-                target = target.masked_fill(attention_mask == 0, -100)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                   target.reshape(-1), ignore_index=-100)
-        return ADOutput(loss=loss, logits=logits, cache=out.cache,
-                        hidden_states=out.hidden_states)
+        logits = self.action_head(out.last_hidden_state)  # [B, K, A]
+        return FamilyOutput(loss=self.action_loss(logits, targets, attention_mask),
+                            logits=logits, hidden_states=out.hidden_states)
+
+    # -- acting ----------------------------------------------------------------------------
+    def init_state(self, n: int, window: int | None = None, use_cache: bool = True,
+                   decode_attention: str | None = "eager") -> ADState:
+        """A ring cache of `window` tokens (default: the training context) for n tasks.
+
+        `decode_attention`: one query over the cached keys is a batch of matrix-vector
+        products; on a CPU plain matmul attention ("eager") reads the cache faster than SDPA's
+        flash kernel (docs/benchmarks.md). Used for cached steps on CPU only; None keeps the
+        model's own. `use_cache` False recomputes the window every step (a reference).
+        """
+        window = window or self.config.max_context
+        if window < 1:
+            raise IclRlError(f"window must be >= 1, got {window}")
+        cache = None
+        if use_cache:
+            cache = DynamicCache(config=self.backbone.config)
+            cache.layers = [RingLayer(window) for _ in range(self.config.num_layers)]
+        return ADState(window, cache, decode_attention)
+
+    @torch.no_grad()
+    def step(self, inputs: Transitions, state: ADState,
+             output_features: bool = False) -> StepOutput:
+        """Append one token per task; logits [N, A] (and per-layer features [N, L, d])."""
+        token = self.tokens(inputs)[:, None]  # [N, 1, token_dim]
+        if state.cache is not None:
+            pos = torch.full((token.shape[0], 1), state.t, device=token.device)
+            with self._attention_for_decoding(state.decode_attention, token.device):
+                out = self._decode(token, cache=state.cache, use_cache=True, position_ids=pos,
+                                   output_hidden_states=output_features)
+        else:
+            state.tokens = (state.tokens + [token])[-state.window:]
+            out = self._decode(torch.cat(state.tokens, dim=1),
+                               output_hidden_states=output_features)
+        state.t += 1
+        features = None
+        if output_features:  # the last token's state after each layer: [N, L, d]
+            features = torch.stack([h[:, -1] for h in out.hidden_states[1:]], dim=1)
+        return StepOutput(out.logits[:, -1].float(), features, state)
+
+    @contextmanager
+    def _attention_for_decoding(self, implementation: str | None, device: torch.device):
+        """Switch the backbone to `implementation` for one cached step on CPU."""
+        config = self.backbone.config
+        before = config._attn_implementation
+        switch = implementation is not None and device.type == "cpu"
+        if switch:
+            config._attn_implementation = implementation
+        try:
+            yield
+        finally:
+            if switch:
+                config._attn_implementation = before
 
     def flops_per_token(self, context: int) -> float:
         """Analytic training FLOPs per token (forward + backward = 3x forward)."""

@@ -1,0 +1,136 @@
+"""A trained model's README.md, through huggingface_hub's card classes.
+
+`write_model_card` writes the card `train` leaves in a model folder: YAML header
+(`ModelCardData`: library, tags, datasets), what the model is, how to load it, its training
+configuration. `add_evaluation` puts (or replaces) the "In-context evaluation" section that
+`eval` renders, so a later `--push-to-hub` of the folder publishes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from icl_rl.io import atomic_write_text
+
+SECTION = "## In-context evaluation"
+HEADER_ORDER = ["library_name", "tags", "datasets"]  # the YAML keys, in this order
+HIDDEN_OPTIONS = ("push_to_hub", "private", "progress")  # not worth a row of the card
+# training target -> (what the model is called, its Hub tag, what it predicts)
+KINDS = {
+    "actions": ("Algorithm Distillation", "algorithm-distillation", "the learner's next action"),
+    "optimal_actions": ("Decision-Pretrained Transformer", "decision-pretrained-transformer",
+                        "the oracle's action in every state"),
+}
+
+
+def provenance(model_config) -> dict:
+    """Where the weights came from (dataset, learner, steps, context, target); models saved
+    before `provenance` existed carry it as `training`."""
+    return dict(getattr(model_config, "provenance", None)
+                or getattr(model_config, "training", None) or {})
+
+
+def describe(model_config) -> str:
+    """The model's shape in words, e.g. "4-layer, 64-wide decoder (...)"."""
+    if hasattr(model_config, "describe"):
+        return model_config.describe()
+    layers = getattr(model_config, "num_layers", None)
+    width = getattr(model_config, "hidden_size", None)
+    if layers is not None and width is not None:
+        return f"{layers}-layer, {width}-wide {getattr(model_config, 'model_type', '')} model"
+    return f"{getattr(model_config, 'model_type', None) or 'sequence'} model"
+
+
+def card_text(model_config, train_config: dict, metrics: list[dict], step: int) -> str:
+    """The card as markdown with its YAML header (see `write_model_card`)."""
+    from icl_rl import __version__
+
+    origin = provenance(model_config)
+    env_name = getattr(model_config, "env_name", "")
+    env_params = getattr(model_config, "env_params", {})
+    dataset = train_config.get("dataset") or origin.get("dataset") or "?"
+    target = train_config.get("target") or origin.get("target") or "actions"
+    kind, tag, what = KINDS.get(target, KINDS["actions"])
+    learner = origin.get("learner") or {}
+    context = getattr(model_config, "max_context", None) or origin.get("context")
+    data = ModelCardData(library_name="icl-rl", tags=["reinforcement-learning",
+                                                     "in-context-learning", tag, env_name],
+                         datasets=None if Path(dataset).exists() else [dataset])
+    evals = [m for m in metrics if "eval/loss" in m]
+    quality = (f"Held-out action loss {evals[-1]['eval/loss']:.4f}, accuracy "
+               f"{evals[-1]['eval/accuracy']:.1%} (step {evals[-1]['step']})." if evals else "")
+    rows = "\n".join(f"| {k} | {v} |" for k, v in train_config.items()
+                     if k not in HIDDEN_OPTIONS)
+    return f"""---
+{data.to_yaml(original_order=HEADER_ORDER)}
+---
+
+# {kind} model for `{env_name}`
+
+A {describe(model_config)} trained
+with icl-rl {__version__} to predict {what} from the learning histories of
+`{learner.get('name', '?')}` in `{dataset}` ({step} steps, context {context}
+transitions).
+Env: `{env_name}` {env_params}. {quality}
+
+## Use
+
+```python
+import icl_rl.models  # registers the model classes with transformers' Auto classes
+from transformers import AutoModel
+model = AutoModel.from_pretrained("REPO_OR_PATH")
+```
+
+In context on held-out tasks: `icl-rl eval --model REPO_OR_PATH --episodes 40`.
+
+## Training configuration
+
+| option | value |
+|---|---|
+{rows}
+"""
+
+
+def write_model_card(folder: str | Path, model_config, train_config: dict,
+                     metrics: list[dict], step: int) -> ModelCard:
+    """Write `folder`/README.md for a trained model and return the card.
+
+    `model_config`: the model's config (env_name, env_params, its shape, `provenance`);
+    `train_config`: the training options (dataclasses.asdict of the TrainConfig); `metrics`:
+    the logged records (the last one with `eval/loss` is quoted); `step`: steps trained.
+    """
+    card = ModelCard(card_text(model_config, train_config, metrics, step))
+    atomic_write_text(Path(folder) / "README.md", str(card))
+    return card
+
+
+def card_path(model: str | Path) -> Path:
+    """The README.md of a model folder, or of the model/ folder in a run folder."""
+    path = Path(model)
+    return path / "model" / "README.md" if (path / "model").is_dir() else path / "README.md"
+
+
+def add_evaluation(model_folder: str | Path, results: dict, table: str) -> Path | None:
+    """Put the evaluation `table` (markdown, the agents table `eval` renders from its metric
+    registry) into a local model folder's card under "In-context evaluation", replacing an
+    older one; `results` (eval's results.json) says on what. Returns the card's path, or None
+    where there is no local card (a model loaded from the Hub)."""
+    path = card_path(model_folder)
+    if not path.is_file():
+        return None
+    card = ModelCard(path.read_text())
+    body = card.text.split(f"\n{SECTION}")[0].rstrip()
+    card.text = f"""{body}
+
+{SECTION}
+
+{results['num_tasks']} tasks ({results['tasks_from']}), {results['episodes']} episodes each:
+
+{table.strip()}
+"""
+    # a card without a YAML header stays without one (str(card) would add an empty one)
+    has_header = path.read_text().lstrip().startswith("---")
+    atomic_write_text(path, str(card) if has_header else card.text.lstrip())
+    return path
