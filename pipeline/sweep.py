@@ -16,7 +16,8 @@ one dataset under `out/datasets/`. The sweep is resumable: a variant whose evalu
 is not run again, an interrupted training resumes from its last checkpoint and an interrupted
 generate from its finished shards. The variant's resolved settings are stamped into its folder:
 editing a finished variant's settings is refused rather than mixing old and new results.
-Output: `summary.json`, `summary.md` (one row per variant) and `curves.png`.
+Output: `summary.json`, `summary.md` (one row per variant and a column per registered metric's
+column, for the model and for its source learner) and `curves.png`.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from data_gen.generate import validate as validate_generate
 from eval.evaluate import EvalConfig
 from eval.evaluate import main as evaluate
 from eval.evaluate import validate as validate_eval
+from eval.metrics import metrics_of, registered_metrics
 from icl_rl.config import parse_config
-from icl_rl.dataset import atomic_write_text
 from icl_rl.errors import IclRlError
+from icl_rl.io import atomic_write_text
 from training.train import TrainConfig
 from training.train import main as train
 from training.train import validate as validate_train
@@ -103,8 +105,9 @@ def _build(stage: str, values: dict, wired: dict, sweep_file: Path, where: str):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
+        hint = getattr(cls, "unknown_option_hint", lambda _names: "")(unknown)
         raise IclRlError(f"{sweep_file}: {where}: unknown {stage} option(s) "
-                         f"{', '.join(unknown)}; see `icl-rl {stage} --help`")
+                         f"{', '.join(unknown)}; see `icl-rl {stage} --help`{hint}")
     fixed = sorted(set(values) & set(WIRED[stage]))
     if fixed:
         raise IclRlError(f"{sweep_file}: {where}: {', '.join(fixed)} is set by the sweep for "
@@ -214,27 +217,32 @@ def run_variant(v: Variant, out: Path) -> dict:
     return evaluate(v.eval)
 
 
+# the agents a sweep summary follows, and the title of each one's table
+SUMMARY_AGENTS = {"model": "Model on held-out tasks", "source": "Source learner on the same tasks"}
+
+
 def summarize(out: Path, variants: list[Variant]) -> dict:
-    """One row per finished variant: held-out loss, in-context improvement, oracle fraction."""
+    """One row per finished variant: the held-out loss and, for the model and its source
+    learner, the summary numbers of every metric its evaluation computed (`eval.metrics`)."""
     rows = {}
     for v in variants:
         results_file = Path(v.eval.out) / "results.json"
         if not results_file.exists():
             continue
         res = json.loads(results_file.read_text())
-        metrics = Path(v.train.out, "metrics.jsonl")
-        losses = [json.loads(x)["eval/loss"] for x in metrics.read_text().splitlines()
-                  if "eval/loss" in x] if metrics.exists() else []
+        metrics = metrics_of(res)
+        train_log = Path(v.train.out, "metrics.jsonl")
+        losses = [json.loads(x)["eval/loss"] for x in train_log.read_text().splitlines()
+                  if "eval/loss" in x] if train_log.exists() else []
         row = {"final_eval_loss": losses[-1] if losses else None,
-               "oracle_episode_return": res["oracle_episode_return"], "agents": {}}
-        for agent in ("model", "source"):
+               "oracle_episode_return": res["oracle_episode_return"],
+               "improvement_k": res["improvement_k"], "metrics": [m.name for m in metrics],
+               "agents": {}}
+        for agent in SUMMARY_AGENTS:
             a = res["agents"].get(agent)
-            if a is None:
-                continue
-            row["agents"][agent] = {k: a.get(k) for k in (
-                "first_k_return", "last_k_return", "improvement", "improvement_ci95",
-                "fraction_of_oracle_last_k", "final_regret", "final_regret_ci95",
-                "episode_return_mean")}
+            if a is not None:
+                row["agents"][agent] = {key: a[key] for m in metrics for key in m.summary
+                                        if key in a}
         rows[v.name] = row
     summary = {"out": str(out), "variants": rows}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
@@ -245,22 +253,31 @@ def summarize(out: Path, variants: list[Variant]) -> dict:
 
 
 def summary_table(summary: dict) -> str:
-    """Markdown: one row per variant, the model next to its source."""
-    lines = ["| variant | held-out loss | model: first-k -> last-k return | model improvement "
-             "(95% CI) | model / oracle, last k | source / oracle, last k | model final regret |",
-             "|---|---|---|---|---|---|---|"]
+    """Markdown: for the model (with the held-out loss) and for its source learner, one row per
+    variant and the columns of every metric the variants' evaluations computed."""
+    variants = summary["variants"]
+    names = {n for row in variants.values() for n in row.get("metrics", [])}
+    columns = [c for m in registered_metrics() if m.name in names for c in m.columns]
+    parts = ["# Ablation sweep\n"]
+    for agent, title in SUMMARY_AGENTS.items():
+        rows = {n: r for n, r in variants.items() if agent in r["agents"] or agent == "model"}
+        if not rows and agent != "model":
+            continue
+        loss = ["held-out loss"] if agent == "model" else []
+        head = ["variant", *loss, *(c.title("k") for c in columns)]
+        lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+        for name, row in rows.items():
+            a = row["agents"].get(agent, {})
+            loss = [_fmt(row["final_eval_loss"])] if agent == "model" else []
+            cells = [name, *loss, *(c.render(a, row["improvement_k"]) for c in columns)]
+            lines.append("| " + " | ".join(cells) + " |")
+        parts.append(f"{title} (k: the episodes averaged at each end):\n\n" + "\n".join(lines)
+                     + "\n")
+    return "\n".join(parts)
 
-    def f(x, fmt=".3f"):
-        return "-" if x is None else format(x, fmt)
 
-    for name, row in summary["variants"].items():
-        m, s = row["agents"].get("model", {}), row["agents"].get("source", {})
-        lines.append(
-            f"| {name} | {f(row['final_eval_loss'])} | {f(m.get('first_k_return'))} -> "
-            f"{f(m.get('last_k_return'))} | {f(m.get('improvement'))} ± "
-            f"{f(m.get('improvement_ci95'))} | {f(m.get('fraction_of_oracle_last_k'), '.2f')} | "
-            f"{f(s.get('fraction_of_oracle_last_k'), '.2f')} | {f(m.get('final_regret'), '.2f')} |")
-    return "# Ablation sweep\n\n" + "\n".join(lines) + "\n"
+def _fmt(x, fmt=".3f") -> str:
+    return "-" if x is None else format(x, fmt)
 
 
 def plot(summary: dict, path: Path) -> None:

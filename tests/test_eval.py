@@ -12,15 +12,16 @@ import torch
 
 from data_gen.generate import GenerateConfig
 from data_gen.generate import main as generate
-from pipeline.demo import DemoConfig
-from pipeline.demo import main as demo
-from eval.evaluate import EvalConfig, episodes_to, eval_tasks, report, summarize
+from eval.evaluate import EvalConfig, episodes_to, report, summarize
 from eval.evaluate import main as evaluate
 from icl_rl.envs import make_env
 from icl_rl.errors import IclRlError
 from icl_rl.models import ADConfig, ADModel
 from icl_rl.policy import ModelAgent
 from icl_rl.rollout import History, rollout
+from icl_rl.tasks import eval_tasks
+from pipeline.demo import DemoConfig
+from pipeline.demo import main as demo
 from training.train import TrainConfig
 from training.train import main as train
 
@@ -32,7 +33,8 @@ def trained(tmp_path_factory):
                                    learner="ucb", num_histories=300, steps=40, shard_size=150,
                                    heldout_fraction=0.2))
     run = train(TrainConfig(dataset=str(data), out=str(root / "run"), context=40,
-                            hidden_size=32, num_layers=2, num_heads=2, batch_size=16,
+                            model_kwargs={"hidden_size": 32, "num_layers": 2, "num_heads": 2},
+                            batch_size=16,
                             max_steps=60, warmup_steps=5, eval_every=0, save_every=0,
                             lr=2e-3, progress=False))
     return data, run["model_dir"]
@@ -96,7 +98,7 @@ def test_ten_times_the_context_with_flat_memory():
     head_dim = 32 // 4
     full = 2 * 3 * 32 * 4 * w * head_dim * 4  # (k, v) x layers x tasks x heads x window x dim
     assert sizes[w - 1] == sizes[10 * w - 1] == full
-    assert all(layer.get_seq_length() == w for layer in agent.cache.layers)
+    assert all(layer.get_seq_length() == w for layer in agent.state.cache.layers)
 
 
 def test_eval_writes_report_and_beats_random(trained, tmp_path):

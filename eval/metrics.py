@@ -1,0 +1,378 @@
+"""Evaluation metrics behind one registry.
+
+A metric is a small object: the envs it applies to (by capability, never by class), the
+per-step rollout extras it needs, one function from an agent's History to numbers, and how
+those numbers show: table columns, an optional panel of curves.png, per-agent curves for the
+tracker, and the scalars a sweep summary and wandb pick up. report.md, results.json,
+curves.png, the model card, wandb and the sweep summary iterate over the registry, so adding a
+metric is one function and one `register_metric`:
+
+    def first_action_share(h, ctx):
+        return {"first_action_share": float((h.actions == 0).float().mean())}
+
+    register_metric(Metric("first_action_share", first_action_share,
+                           columns=(Column("first action", ("first_action_share",),
+                                           lambda a, k: f"{a['first_action_share']:.0%}"),),
+                           summary=("first_action_share",)))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from icl_rl.envs import Env, make_env
+from icl_rl.errors import IclRlError
+from icl_rl.rollout import History
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a metric may read besides the agent's History (the same for every agent)."""
+
+    env: Env
+    task_oracle: np.ndarray  # [N] the oracle's episode return on each task
+    k: int  # episodes averaged at each end of the curve (--improvement-k)
+    episodes: int  # episodes per task
+
+    @property
+    def oracle_return(self) -> float:
+        """The oracle's mean episode return over the tasks."""
+        return float(self.task_oracle.mean())
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the agents table (report.md, model card, sweep summary)."""
+
+    header: str
+    """Header text; `{k}` stands for the number of episodes averaged at each end."""
+    keys: tuple[str, ...]
+    """Keys of an agent's results the cell reads: the cell is empty when one is missing."""
+    cell: Callable[[dict, int], str]
+    """(agent's results, k) -> the cell's text."""
+
+    def title(self, k: int | str) -> str:
+        """The header with k filled in."""
+        return self.header.format(k=k)
+
+    def render(self, agent: dict, k: int) -> str:
+        """The cell for one agent; "" when the agent has no numbers for it."""
+        return self.cell(agent, k) if all(key in agent for key in self.keys) else ""
+
+
+@dataclass(frozen=True)
+class Series:
+    """A per-episode (or per-step) curve stored under `key` for every agent: a tracker line plot."""
+
+    key: str
+    title: str
+    xname: str
+
+
+def everywhere(env: Env) -> bool:
+    """Applies to every env."""
+    return True
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric: where it applies, what it needs, how it computes and how it shows."""
+
+    name: str
+    """Unique name (results.json lists the metrics computed by name)."""
+    compute: Callable[[History, Context], dict]
+    """(one agent's History, context) -> numbers merged into results["agents"][agent]."""
+    applies: Callable[[Env], bool] = everywhere
+    """Whether the metric means something in an env, from its capabilities
+    (`has_expected_rewards`, `is_episodic`, `has_finite_tasks`)."""
+    needs: frozenset[str] = frozenset()
+    """Rollout extras it reads from `History.extras` (e.g. "action_probs"); an agent whose
+    History lacks one gets no numbers for this metric (empty cells)."""
+    columns: tuple[Column, ...] = ()
+    """Its columns in the agents table, in order."""
+    summary: tuple[str, ...] = ()
+    """Result keys a sweep summary keeps per agent; the numeric ones are also wandb scalars."""
+    series: tuple[Series, ...] = ()
+    """Per-agent curves logged as tracker line plots."""
+    plot: Callable[[Any, dict], None] | None = None
+    """(matplotlib Axes, results) -> draws one panel of curves.png."""
+    after_table: Callable[[dict], str] | None = None
+    """(results) -> markdown shown right after the agents table ("" for nothing)."""
+    note: str = ""
+    """A sentence or two for the end of report.md explaining the columns; `{k}` as above."""
+
+
+_REGISTRY: dict[str, Metric] = {}
+
+
+def register_metric(metric: Metric) -> Metric:
+    """Add `metric` after the ones already registered (its columns come after theirs)."""
+    if not isinstance(metric, Metric):
+        raise IclRlError(f"register_metric: expected an eval.metrics.Metric, got "
+                         f"{type(metric).__name__}")
+    if metric.name in _REGISTRY:
+        raise IclRlError(f"a metric named {metric.name!r} is already registered; pick another "
+                         "name or unregister_metric it first")
+    _REGISTRY[metric.name] = metric
+    return metric
+
+
+def unregister_metric(name: str) -> Metric:
+    """Remove the metric `name` (tests that register their own clean up with this)."""
+    if name not in _REGISTRY:
+        raise IclRlError(f"no metric named {name!r} is registered; registered: "
+                         f"{', '.join(_REGISTRY)}")
+    return _REGISTRY.pop(name)
+
+
+def registered_metrics() -> list[Metric]:
+    """Every registered metric, in registration order."""
+    return list(_REGISTRY.values())
+
+
+def metrics_for(env: Env) -> list[Metric]:
+    """The registered metrics that apply to `env`."""
+    return [m for m in _REGISTRY.values() if m.applies(env)]
+
+
+def metrics_of(results: dict) -> list[Metric]:
+    """The registered metrics an evaluation computed (by the names in results["metrics"]; for
+    results written before that key existed, those that apply to its env)."""
+    if "metrics" in results:
+        names = set(results["metrics"])
+        return [m for m in _REGISTRY.values() if m.name in names]
+    env = results["env"]
+    return metrics_for(make_env(env["name"], **env.get("params", {})))
+
+
+def needed_extras(metrics: Iterable[Metric]) -> set[str]:
+    """The rollout extras (`rollout(..., extras=...)`) that `metrics` read."""
+    return set().union(*(m.needs for m in metrics))
+
+
+def extras_for(agent, metrics: Iterable[Metric]) -> list[str]:
+    """The extras `metrics` read that `agent` can record (others leave their metrics out)."""
+    return sorted(e for e in needed_extras(metrics) if callable(getattr(agent, e, None)))
+
+
+def compute_metrics(h: History, ctx: Context, metrics: Iterable[Metric]) -> dict:
+    """One agent's results: every metric's numbers, merged in order. A metric whose extras
+    this History lacks is left out."""
+    res = {}
+    for m in metrics:
+        if m.needs <= h.extras.keys():
+            res.update(m.compute(h, ctx))
+    return res
+
+
+def mean_ci(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over axis 0 and the half-width of its 95% normal confidence interval."""
+    n = x.shape[0]
+    sd = x.std(axis=0, ddof=1) if n > 1 else np.zeros(x.shape[1:])
+    return x.mean(axis=0), 1.96 * sd / math.sqrt(n)
+
+
+def episodes_to(curve: np.ndarray, level: float) -> int | None:
+    """The first episode (1-based) whose mean return reaches `level`; None if none does or
+    there is no positive level to reach."""
+    if not level > 0:
+        return None
+    hits = np.nonzero(curve >= level)[0]
+    return int(hits[0]) + 1 if len(hits) else None
+
+
+def _ends(h: History, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per task, the mean return over the first k and over the last k episodes: [N], [N]."""
+    returns = h.episode_returns().numpy()  # [N, E]
+    return returns[:, :k].mean(axis=1), returns[:, -k:].mean(axis=1)
+
+
+# --- curves.png panels -------------------------------------------------------------------------
+
+def agent_label(results: dict, name: str) -> str:
+    """An agent's name in a legend (the source learner with what it is)."""
+    source = (results.get("source_learner") or {}).get("name")
+    return f"source ({source})" if name == "source" and source else name
+
+
+def draw_curves(ax, results: dict, key: str, ci_key: str, window: int = 1) -> None:
+    """Every agent's curve `key` with its 95% CI band `ci_key`, smoothed over `window` points."""
+    for name, a in results["agents"].items():
+        if key not in a:
+            continue
+        m, c = np.array(a[key]), np.array(a[ci_key])
+        if window > 1:
+            kernel = np.ones(window) / window
+            m, c = np.convolve(m, kernel, "valid"), np.convolve(c, kernel, "valid")
+        x = np.arange(len(m)) + (window - 1) / 2 + 1
+        ax.plot(x, m, label=agent_label(results, name), lw=2.2 if name == "model" else 1.4)
+        ax.fill_between(x, m - c, m + c, alpha=0.2)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+# --- the metrics -------------------------------------------------------------------------------
+
+def episode_return(h: History, ctx: Context) -> dict:
+    """Mean return per episode index over tasks, with its 95% CI: the in-context curve."""
+    mean, ci = mean_ci(h.episode_returns().numpy())
+    return {"episode_return_mean": mean.tolist(), "episode_return_ci95": ci.tolist()}
+
+
+def plot_episode_return(ax, results: dict) -> None:
+    """Return per episode; one-step episodes (bandit pulls) as a moving average."""
+    pulls = results.get("episode_len") == 1
+    window = max(1, results["episodes"] // 20) if pulls else 1  # smooth per-pull noise
+    draw_curves(ax, results, "episode_return_mean", "episode_return_ci95", window)
+    ax.set_xlabel("episode (pull)" if pulls else "episode")
+    ax.set_ylabel("mean return" + (f" ({window}-pull moving avg)" if window > 1 else ""))
+
+
+def first_last_k_return(h: History, ctx: Context) -> dict:
+    """Mean return over the first k and over the last k episodes."""
+    first, last = _ends(h, ctx.k)
+    return {"first_k_return": float(first.mean()), "last_k_return": float(last.mean())}
+
+
+def improvement(h: History, ctx: Context) -> dict:
+    """In-context improvement: last-k minus first-k return per task, mean and 95% CI."""
+    first, last = _ends(h, ctx.k)
+    imp_mean, imp_ci = mean_ci((last - first)[:, None])
+    return {"improvement": float(imp_mean[0]), "improvement_ci95": float(imp_ci[0])}
+
+
+def fraction_of_oracle(h: History, ctx: Context) -> dict:
+    """Last-k return as a fraction of the oracle's mean return (None with a zero oracle)."""
+    _, last = _ends(h, ctx.k)
+    oracle = ctx.oracle_return
+    return {"fraction_of_oracle_last_k": float(last.mean() / oracle) if oracle else None}
+
+
+def episodes_to_80pct_oracle(h: History, ctx: Context) -> dict:
+    """The first episode whose mean return reaches 80% of the oracle's (None if none does)."""
+    mean = h.episode_returns().numpy().mean(axis=0)  # [E]
+    return {"episodes_to_80pct_oracle": episodes_to(mean, 0.8 * ctx.oracle_return)}
+
+
+def search_and_exploit(h: History, returns: np.ndarray, oracle: np.ndarray) -> dict:
+    """How fast an agent finds reward and how well it uses it once found (sparse-reward envs).
+
+    `rewarded_by_episode[e]`: fraction of tasks with a non-zero reward in episodes 1..e+1.
+    `fraction_of_oracle_after_first_reward`: return over the episodes after each task's first
+    rewarded one, as a fraction of that task's oracle return `oracle` [N] (tasks found early
+    tend to be easy ones, so one average oracle would flatter them); None if no task was
+    rewarded before its last episode. An agent can trail another for either reason; these
+    tell which.
+    """
+    rewarded = h.per_episode((h.rewards != 0).float()) > 0  # [N, E]
+    seen = rewarded.cummax(dim=1).values.numpy()  # reward seen by episode e
+    episodes = seen.shape[1]
+    first = np.where(seen.any(axis=1), seen.argmax(axis=1), episodes)  # [N]
+    after = np.arange(episodes)[None] > first[:, None]
+    exploit = None
+    if after.any() and (oracle > 0).all():
+        exploit = float((returns / oracle[:, None])[after].mean())
+    return {"rewarded_by_episode": seen.mean(axis=0).tolist(),
+            "fraction_of_oracle_after_first_reward": exploit}
+
+
+def search_exploit(h: History, ctx: Context) -> dict:
+    """`search_and_exploit` as a metric."""
+    return search_and_exploit(h, h.episode_returns().numpy(), ctx.task_oracle)
+
+
+SEARCH_NOTE = """
+The last two columns split the learning into search (the share of tasks where some reward has
+been found) and exploitation (the return in the episodes after that, as a fraction of each
+task's oracle return)."""
+
+
+def cumulative_regret(h: History, ctx: Context) -> dict:
+    """Cumulative expected regret per step against the best arm, mean and 95% CI; the final
+    value. Empty when the History has no expected rewards."""
+    if h.expected_rewards is None:
+        return {}
+    best = h.tasks.max(dim=1).values[:, None]  # [N, 1]
+    regret = (best - h.expected_rewards).cumsum(dim=1).numpy()  # [N, T]
+    r_mean, r_ci = mean_ci(regret)
+    return {"cumulative_regret_mean": r_mean.tolist(), "cumulative_regret_ci95": r_ci.tolist(),
+            "final_regret": float(r_mean[-1]), "final_regret_ci95": float(r_ci[-1])}
+
+
+def plot_cumulative_regret(ax, results: dict) -> None:
+    """Cumulative regret per pull."""
+    draw_curves(ax, results, "cumulative_regret_mean", "cumulative_regret_ci95")
+    ax.set_xlabel("pull")
+    ax.set_ylabel("cumulative regret")
+    ax.set_title("regret (lower is better)")
+
+
+def regret_ratios(results: dict) -> str:
+    """The model's final regret relative to each baseline's (when the source learner ran)."""
+    agents = results["agents"]
+    if "source" not in agents or "final_regret" not in agents.get("model", {}):
+        return ""
+    m = agents["model"]["final_regret"]
+    lines = [f"- model / {b}: {m / agents[b]['final_regret']:.2f}x"
+             for b in agents if b != "model" and b != "oracle"
+             and agents[b].get("final_regret", 0) > 0]
+    return "\nRegret of the model relative to each baseline:\n\n" + "\n".join(lines) + "\n"
+
+
+def _pct(key: str, fmt: str) -> Callable[[dict, int], str]:
+    """A cell showing `key` with `fmt`, empty where it is None."""
+    return lambda a, k: "" if a[key] is None else format(a[key], fmt)
+
+
+for _metric in (
+    Metric("episode_return", episode_return, plot=plot_episode_return,
+           series=(Series("episode_return_mean", "mean return per episode", "episode"),),
+           summary=("episode_return_mean",)),
+    Metric("first_last_k_return", first_last_k_return,
+           columns=(Column("return, first {k} ep.", ("first_k_return",),
+                           lambda a, k: f"{a['first_k_return']:.3f}"),
+                    Column("return, last {k} ep.", ("last_k_return",),
+                           lambda a, k: f"{a['last_k_return']:.3f}")),
+           summary=("first_k_return", "last_k_return")),
+    Metric("improvement", improvement,
+           columns=(Column("in-context improvement (95% CI)", ("improvement", "improvement_ci95"),
+                           lambda a, k: f"{a['improvement']:+.3f} ± {a['improvement_ci95']:.3f}"),),
+           summary=("improvement", "improvement_ci95"),
+           note="In-context improvement is the mean return over the last {k} episodes minus the "
+                "first {k},\nper task, with its 95% confidence interval over tasks. No weights "
+                "change during evaluation:\nwhatever improvement the model shows, it learns in "
+                "context."),
+    Metric("fraction_of_oracle", fraction_of_oracle,
+           columns=(Column("last {k} / oracle", ("fraction_of_oracle_last_k",),
+                           _pct("fraction_of_oracle_last_k", ".1%")),),
+           summary=("fraction_of_oracle_last_k",)),
+    Metric("episodes_to_80pct_oracle", episodes_to_80pct_oracle,
+           applies=lambda env: env.is_episodic,
+           columns=(Column("episodes to 80% of oracle", ("episodes_to_80pct_oracle",),
+                           lambda a, k: ("not reached" if a["episodes_to_80pct_oracle"] is None
+                                         else str(a["episodes_to_80pct_oracle"]))),),
+           summary=("episodes_to_80pct_oracle",)),
+    Metric("search_exploit", search_exploit, applies=lambda env: env.is_episodic,
+           columns=(Column("tasks rewarded in first {k} ep.", ("rewarded_by_episode",),
+                           lambda a, k: (f"{a['rewarded_by_episode'][k - 1]:.0%}"
+                                         if a["rewarded_by_episode"] else "")),
+                    Column("return after first reward / oracle",
+                           ("fraction_of_oracle_after_first_reward",),
+                           _pct("fraction_of_oracle_after_first_reward", ".0%"))),
+           summary=("rewarded_by_episode", "fraction_of_oracle_after_first_reward"),
+           note=SEARCH_NOTE.lstrip("\n")),
+    Metric("cumulative_regret", cumulative_regret, applies=lambda env: env.has_expected_rewards,
+           columns=(Column("cumulative regret at horizon (95% CI)",
+                           ("final_regret", "final_regret_ci95"),
+                           lambda a, k: f"{a['final_regret']:.2f} ± "
+                                        f"{a['final_regret_ci95']:.2f}"),),
+           summary=("final_regret", "final_regret_ci95"),
+           series=(Series("cumulative_regret_mean", "cumulative regret", "step"),),
+           plot=plot_cumulative_regret, after_table=regret_ratios),
+):
+    register_metric(_metric)
