@@ -26,6 +26,12 @@ def agents_table(results: dict, metrics: list[Metric] | None = None) -> str:
 
 def report(results: dict) -> str:
     """report.md: what was run, the agents table, the curves and what the columns mean."""
+
+    def memory(r: dict) -> str:
+        if r.get("window") is None:  # a recurrent family: the state is the memory
+            return "model memory: a constant-size state over the whole history"
+        return f"model context window {r['window']} tokens"
+
     metrics = metrics_of(results)
     k = results["improvement_k"]
     notes = "\n".join(m.note.format(k=k) for m in metrics if m.note)
@@ -35,7 +41,7 @@ def report(results: dict) -> str:
 - source learner: `{results['source_learner']}`
 - tasks: {results['num_tasks']} — {results['tasks_from']}
 - episodes per task: {results['episodes']} (episode length {results['episode_len']});
-  model context window {results['window']} tokens, actions {results['action_selection']}
+  {memory(results)}, actions {results['action_selection']}
 
 {agents_table(results, metrics)}
 ![curves](curves.png)

@@ -292,11 +292,16 @@ def _load_arrow(source: str | Path, split: str) -> pa.Table:
     """
     path = resolve_source(source)
     files = [path] if path.is_file() else split_files(path, split)
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise IclRlError(f"{f} ({split} split): does not read as parquet ({e}); regenerate "
+                             "the dataset with icl-rl generate (an interrupted copy or download "
+                             "truncates shards)") from None
     try:
-        return pa.concat_tables([pq.read_table(f) for f in files])
-    except (pa.ArrowInvalid, OSError) as e:
-        raise IclRlError(f"{source}: a shard does not read as parquet ({e}); regenerate it") \
-            from None
+        return pa.concat_tables(tables)
     except pa.ArrowTypeError as e:
         raise IclRlError(f"{source} [{split}]: shards disagree on the schema ({e})") from None
 

@@ -64,9 +64,10 @@ def test_sigkilled_training_resumes_to_identical_weights(tmp_path):
     data = generate(GenerateConfig(out=str(tmp_path / "d"), env="bernoulli_bandit",
                                    num_arms=3, learner="ucb", num_histories=200, steps=32,
                                    shard_size=200, heldout_fraction=0.1))
-    args = ["--dataset", str(data), "--context", "32", "--hidden-size", "32", "--num-layers",
-            "2", "--num-heads", "2", "--batch-size", "8", "--max-steps", "120", "--save-every",
-            "10", "--eval-every", "0", "--warmup-steps", "10", "--progress", "false"]
+    args = ["--dataset", str(data), "--context", "32", "--model-kwargs",
+            '{"hidden_size": 32, "num_layers": 2, "num_heads": 2}', "--batch-size", "8",
+            "--max-steps", "120", "--save-every", "10", "--eval-every", "0", "--warmup-steps",
+            "10", "--progress", "false"]
     cmd = [sys.executable, "-m", "training.train", *args]
     subprocess.run([*cmd, "--out", str(tmp_path / "straight")], env=ENV, check=True,
                    capture_output=True)

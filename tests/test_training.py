@@ -312,3 +312,28 @@ def test_hidden_inputs_are_never_seen(tmp_path):
     # --hide-inputs is a list, given space- or comma-separated
     assert TrainConfig(hide_inputs="action, reward").hide_inputs == ["action", "reward"]
     assert TrainConfig(hide_inputs=["action", "reward"]).hide_inputs == ["action", "reward"]
+
+
+def test_a_heldout_shard_that_does_not_read_is_an_error(tmp_path, caplog):
+    """A held-out split that exists but is truncated ends the run naming the fix (it used to
+    train silently without validation); only a dataset with no held-out split trains without
+    one, and says so."""
+    import shutil
+
+    data = generate(GenerateConfig(out=str(tmp_path / "d"), env="bernoulli_bandit", num_arms=3,
+                                   learner="ucb", num_histories=40, steps=20, shard_size=40,
+                                   heldout_fraction=0.25))
+    broken = tmp_path / "broken"
+    shutil.copytree(data, broken)
+    [shard] = (broken / "data").glob("test-*.parquet")
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(IclRlError, match="does not read as parquet.*regenerate"):
+        train(tiny(broken, tmp_path / "run", context=20, max_steps=2))
+    assert not (tmp_path / "run").exists()
+    shard.unlink()  # no held-out split at all: trains, without validation, and says so
+    with caplog.at_level("WARNING", logger="training.train"):
+        res = train(tiny(broken, tmp_path / "run2", context=20, max_steps=2, eval_every=1))
+    assert res["final_eval_loss"] is None
+    assert "no held-out split" in caplog.text
+    info = json.loads((tmp_path / "run2/run_info.json").read_text())
+    assert info["num_processes"] == 1 and info["device"] == "cpu"

@@ -53,7 +53,8 @@ class TrainConfig:
     """Run folder: checkpoints/, metrics.jsonl, and the final model in model/."""
     model: str = "ad"
     """Model family (registered in icl_rl.models): ad, the transformer of Algorithm
-    Distillation."""
+    Distillation; gru, a recurrent network (GRU, or LSTM with cell: lstm) over the same
+    inputs, acting with a constant-size state."""
     model_kwargs: str | None = None
     """The family's own options as a JSON object (or a mapping in a YAML config), e.g.
     '{"hidden_size": 64, "num_layers": 4, "num_heads": 4}' for ad; unknown names are refused

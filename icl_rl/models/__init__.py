@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoModel
 from icl_rl.errors import IclRlError
 from icl_rl.models.ad import ADConfig, ADModel
 from icl_rl.models.base import FamilyConfig, FamilyModel, FamilyOutput, StepOutput
+from icl_rl.models.recurrent import RecurrentConfig, RecurrentModel
 
 FAMILIES: dict[str, tuple[type[FamilyConfig], type[FamilyModel]]] = {}
 
@@ -122,7 +123,8 @@ def check_env(model_config: FamilyConfig, meta: dict, model_src, data_src) -> No
 
 
 register_family("ad", ADConfig, ADModel)
+register_family("gru", RecurrentConfig, RecurrentModel)
 
-__all__ = ["FAMILIES", "ADConfig", "ADModel", "FamilyConfig", "FamilyModel", "FamilyOutput",
+__all__ = ["FAMILIES", "ADConfig", "ADModel", "RecurrentConfig", "RecurrentModel", "FamilyConfig", "FamilyModel", "FamilyOutput",
            "StepOutput", "build_model", "check_env", "family_of", "family_options",
            "load_model", "register_family", "unregister_family"]
