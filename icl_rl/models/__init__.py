@@ -125,6 +125,6 @@ def check_env(model_config: FamilyConfig, meta: dict, model_src, data_src) -> No
 register_family("ad", ADConfig, ADModel)
 register_family("gru", RecurrentConfig, RecurrentModel)
 
-__all__ = ["FAMILIES", "ADConfig", "ADModel", "RecurrentConfig", "RecurrentModel", "FamilyConfig", "FamilyModel", "FamilyOutput",
-           "StepOutput", "build_model", "check_env", "family_of", "family_options",
+__all__ = ["FAMILIES", "ADConfig", "ADModel", "RecurrentConfig", "RecurrentModel",
+           "FamilyConfig", "FamilyModel", "FamilyOutput", "StepOutput", "build_model", "check_env", "family_of", "family_options",
            "load_model", "register_family", "unregister_family"]
