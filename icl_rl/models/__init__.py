@@ -126,5 +126,6 @@ register_family("ad", ADConfig, ADModel)
 register_family("gru", RecurrentConfig, RecurrentModel)
 
 __all__ = ["FAMILIES", "ADConfig", "ADModel", "RecurrentConfig", "RecurrentModel",
-           "FamilyConfig", "FamilyModel", "FamilyOutput", "StepOutput", "build_model", "check_env", "family_of", "family_options",
-           "load_model", "register_family", "unregister_family"]
+           "FamilyConfig", "FamilyModel", "FamilyOutput", "StepOutput", "build_model",
+           "check_env", "family_of", "family_options", "load_model", "register_family",
+           "unregister_family"]
