@@ -36,7 +36,15 @@ from icl_rl.data import (
 from icl_rl.dataset import Histories, iter_histories, load_histories, resolve_source, split_files
 from icl_rl.errors import IclRlError
 from icl_rl.io import atomic_write_text
-from icl_rl.models import FAMILIES, FamilyModel, build_model, check_env, family_options, load_model
+from icl_rl.models import (
+    FAMILIES,
+    FamilyModel,
+    build_model,
+    check_env,
+    family_config,
+    family_options,
+    load_model,
+)
 from icl_rl.transitions import check_parts
 
 log = logging.getLogger(__name__)
@@ -160,17 +168,8 @@ def validate(config: TrainConfig) -> None:
     if config.model not in FAMILIES:
         raise IclRlError(f"--model {config.model!r}: unknown model family; choose one of: "
                          f"{', '.join(sorted(FAMILIES))}")
-    options = family_options(config.model)
-    extra = sorted(set(config.model_options()) - set(options))
-    if extra:
-        raise IclRlError(f"--model-kwargs: the {config.model} family does not take "
-                         f"{', '.join(extra)}; it takes: {', '.join(options) or 'nothing'}")
-    try:  # the family's own checks (e.g. width divisible by heads), before anything heavy
-        FAMILIES[config.model][0](**config.model_options())
-    except IclRlError as e:
-        raise IclRlError(f"--model-kwargs: {e}") from None
-    except (TypeError, ValueError) as e:
-        raise IclRlError(f"--model-kwargs {config.model_options()}: bad value ({e})") from None
+    # the family's option names and its own rules (e.g. width divisible by heads), now
+    family_config(config.model, config.model_options())
     if config.schedule not in ("cosine", "linear", "constant"):
         raise IclRlError(f"--schedule must be cosine, linear or constant, got {config.schedule!r}")
     if not config.lr > 0 or not config.max_grad_norm >= 0:

@@ -60,28 +60,37 @@ def _lookup(name: str) -> tuple[type[FamilyConfig], type[FamilyModel]]:
     return FAMILIES[name]
 
 
-def build_model(name: str, env_meta: dict, options: dict | None = None,
-                **common) -> FamilyModel:
-    """A fresh model of family `name` for the env of a dataset card (`meta["env"]`).
-
-    `options` are the family's own (`--model-kwargs`), checked by name; `common` are the
-    fields every family has (max_context, hidden_inputs, provenance).
-    """
-    config_class, model_class = _lookup(name)
+def family_config(name: str, options: dict | None = None, **common) -> FamilyConfig:
+    """The config of family `name` with its own `options` (`--model-kwargs`, checked by name
+    and by the family's own rules) and the `common` fields every family has; every problem is
+    one line naming --model-kwargs."""
+    config_class = _lookup(name)[0]
     options = dict(options or {})
     allowed = config_class.options()
     extra = sorted(set(options) - set(allowed))
     if extra:
         raise IclRlError(f"--model-kwargs: the {name} family does not take "
                          f"{', '.join(extra)}; it takes: {', '.join(allowed) or 'nothing'}")
-    spec = env_meta["spec"]
     try:
-        config = config_class(obs_dim=spec["obs_dim"], num_actions=spec["num_actions"],
-                              obs_levels=spec.get("obs_levels"), env_name=env_meta["name"],
-                              env_params=env_meta["params"], **common, **options)
+        return config_class(**common, **options)
+    except IclRlError as e:
+        raise IclRlError(f"--model-kwargs: {e}") from None
     except (TypeError, ValueError) as e:
         raise IclRlError(f"--model-kwargs for {name}: bad value in {options} ({e})") from None
-    return model_class(config)
+
+
+def build_model(name: str, env_meta: dict, options: dict | None = None,
+                **common) -> FamilyModel:
+    """A fresh model of family `name` for the env of a dataset card (`meta["env"]`).
+
+    `options` are the family's own (`--model-kwargs`); `common` are the fields every family
+    has (max_context, hidden_inputs, provenance).
+    """
+    spec = env_meta["spec"]
+    config = family_config(name, options, obs_dim=spec["obs_dim"],
+                           num_actions=spec["num_actions"], obs_levels=spec.get("obs_levels"),
+                           env_name=env_meta["name"], env_params=env_meta["params"], **common)
+    return _lookup(name)[1](config)
 
 
 def load_model(path: str | Path) -> FamilyModel:
@@ -127,5 +136,6 @@ register_family("gru", RecurrentConfig, RecurrentModel)
 
 __all__ = ["FAMILIES", "ADConfig", "ADModel", "RecurrentConfig", "RecurrentModel",
            "FamilyConfig", "FamilyModel", "FamilyOutput", "StepOutput", "build_model",
-           "check_env", "family_of", "family_options", "load_model", "register_family",
+           "check_env", "family_config", "family_of", "family_options", "load_model",
+           "register_family",
            "unregister_family"]
