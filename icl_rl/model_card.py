@@ -25,36 +25,17 @@ KINDS = {
 }
 
 
-def provenance(model_config) -> dict:
-    """Where the weights came from (dataset, learner, steps, context, target); models saved
-    before `provenance` existed carry it as `training`."""
-    return dict(getattr(model_config, "provenance", None)
-                or getattr(model_config, "training", None) or {})
-
-
-def describe(model_config) -> str:
-    """The model's shape in words, e.g. "4-layer, 64-wide decoder (...)"."""
-    if hasattr(model_config, "describe"):
-        return model_config.describe()
-    layers = getattr(model_config, "num_layers", None)
-    width = getattr(model_config, "hidden_size", None)
-    if layers is not None and width is not None:
-        return f"{layers}-layer, {width}-wide {getattr(model_config, 'model_type', '')} model"
-    return f"{getattr(model_config, 'model_type', None) or 'sequence'} model"
-
-
 def card_text(model_config, train_config: dict, metrics: list[dict], step: int) -> str:
     """The card as markdown with its YAML header (see `write_model_card`)."""
     from icl_rl import __version__
 
-    origin = provenance(model_config)
-    env_name = getattr(model_config, "env_name", "")
-    env_params = getattr(model_config, "env_params", {})
+    origin = model_config.provenance  # FamilyConfig reads an older model's `training` as it
+    env_name, env_params = model_config.env_name, model_config.env_params
     dataset = train_config.get("dataset") or origin.get("dataset") or "?"
     target = train_config.get("target") or origin.get("target") or "actions"
     kind, tag, what = KINDS.get(target, KINDS["actions"])
     learner = origin.get("learner") or {}
-    context = getattr(model_config, "max_context", None) or origin.get("context")
+    context = model_config.max_context
     data = ModelCardData(library_name="icl-rl", tags=["reinforcement-learning",
                                                      "in-context-learning", tag, env_name],
                          datasets=None if Path(dataset).exists() else [dataset])
@@ -69,7 +50,7 @@ def card_text(model_config, train_config: dict, metrics: list[dict], step: int) 
 
 # {kind} model for `{env_name}`
 
-A {describe(model_config)} trained
+A {model_config.describe()} trained
 with icl-rl {__version__} to predict {what} from the learning histories of
 `{learner.get('name', '?')}` in `{dataset}` ({step} steps, context {context}
 transitions).
@@ -97,7 +78,7 @@ def write_model_card(folder: str | Path, model_config, train_config: dict,
                      metrics: list[dict], step: int) -> ModelCard:
     """Write `folder`/README.md for a trained model and return the card.
 
-    `model_config`: the model's config (env_name, env_params, its shape, `provenance`);
+    `model_config`: the model's FamilyConfig (env, shape via `describe()`, `provenance`);
     `train_config`: the training options (dataclasses.asdict of the TrainConfig); `metrics`:
     the logged records (the last one with `eval/loss` is quoted); `step`: steps trained.
     """
