@@ -9,9 +9,9 @@ Episodes end by a fixed horizon, so they are `truncated`, never `terminated`.
 Importing this module registers every id with Gymnasium under the namespace `icl_rl`, so
 `gymnasium.make("icl_rl/DarkRoom-v0")` and `gymnasium.make_vec("icl_rl/DarkRoom-v0",
 num_envs=4)` work as for any env package. Gymnasium >= 1.0 no longer loads plugins by entry
-point, so something must import this module first: `import icl_rl.gym`, or Gymnasium's own
-form `gymnasium.make("icl_rl.gym:icl_rl/DarkRoom-v0")`, which imports it for you. A plain
-`import icl_rl` does not import Gymnasium.
+point, so something must import this module first: `import icl_rl` (which does), or
+Gymnasium's own form `gymnasium.make("icl_rl.gym:icl_rl/DarkRoom-v0")`, which imports it for
+you.
 """
 
 from __future__ import annotations

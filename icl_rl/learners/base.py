@@ -8,7 +8,6 @@ import torch
 from torch import Tensor
 
 from icl_rl import rng
-from icl_rl.agents import Agent  # noqa: F401  (re-exported for learners)
 from icl_rl.envs.base import Env
 
 

@@ -24,7 +24,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
 from icl_rl.errors import IclRlError
-from icl_rl.transitions import TOKEN_PARTS, Transitions, token_dim, token_slices
+from icl_rl.transitions import Transitions, token_dim, token_slices
 
 
 class FamilyConfig(PreTrainedConfig):
@@ -67,8 +67,6 @@ class FamilyConfig(PreTrainedConfig):
     def token_dim(self) -> int:
         """Width of a step's features (`icl_rl.transitions.token_features`)."""
         return token_dim(self.obs_dim, self.num_actions, self.obs_levels)
-
-    TOKEN_PARTS = TOKEN_PARTS
 
     def token_slices(self) -> dict[str, slice]:
         """Where each hideable part lies in a step's features."""
