@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from icl_rl.agents import Agent
 from icl_rl.envs.base import Env
 from icl_rl.errors import IclRlError
 from icl_rl.learners.bandits import UCB1, EpsilonGreedy, Thompson
-from icl_rl.agents import Agent
 from icl_rl.learners.base import Learner, RandomAgent
 from icl_rl.learners.posterior import GoalPosteriorSampling
 from icl_rl.learners.ppo import PPO
