@@ -19,11 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from eval.metrics import SEARCH_NOTE as SEARCH_NOTE
 from eval.metrics import Context, compute_metrics, extras_for, metrics_for
-from eval.metrics import episodes_to as episodes_to
-from eval.metrics import mean_ci as mean_ci
-from eval.metrics import search_and_exploit as search_and_exploit
 from eval.report import add_to_model_card, log_to_wandb, plot, report
 from icl_rl.agents import OracleAgent
 from icl_rl.config import normalize_lists, parse_config, parse_kwargs, require_positive, save_config

@@ -12,8 +12,10 @@ import torch
 
 from data_gen.generate import GenerateConfig
 from data_gen.generate import main as generate
-from eval.evaluate import EvalConfig, episodes_to, report, summarize
+from eval.evaluate import EvalConfig, summarize
 from eval.evaluate import main as evaluate
+from eval.metrics import episodes_to
+from eval.report import report
 from icl_rl.envs import make_env
 from icl_rl.errors import IclRlError
 from icl_rl.models import ADConfig, ADModel
