@@ -36,7 +36,7 @@ from eval.evaluate import EvalConfig
 from eval.evaluate import main as evaluate
 from eval.evaluate import validate as validate_eval
 from eval.metrics import metrics_of, registered_metrics
-from icl_rl.config import parse_config
+from icl_rl.config import as_list, normalize_lists, parse_config
 from icl_rl.errors import IclRlError
 from icl_rl.io import atomic_write_text
 from training.train import TrainConfig
@@ -59,8 +59,12 @@ class SweepConfig:
     """Sweep file (YAML): out, base generate/train/eval settings, variants of overrides."""
     out: str | None = None
     """Sweep folder (default: the sweep file's `out`)."""
-    only: str | None = None
-    """Comma-separated variants to run now (default: all); the summary covers every finished one."""
+    only: list[str] = dataclasses.field(default_factory=list)
+    """Variants to run now, space- or comma-separated (default: all); the summary covers every
+    finished one."""
+
+    def __post_init__(self) -> None:
+        normalize_lists(self, "only")
 
 
 @dataclass
@@ -165,17 +169,11 @@ def plan(config: SweepConfig) -> tuple[Path, list[Variant]]:
         validate_eval(ev)
         result.append(Variant(name, gen, tr, ev))
     if config.only:
-        wanted = only(config)
-        missing = sorted(set(wanted) - {v.name for v in result})
+        missing = sorted(set(config.only) - {v.name for v in result})
         if missing:
             raise IclRlError(f"--only: no variant(s) {', '.join(missing)} in {path} (it has "
                              f"{', '.join(v.name for v in result)})")
     return out, result
-
-
-def only(config: SweepConfig) -> list[str]:
-    """--only as a list of variant names."""
-    return [v.strip() for v in (config.only or "").split(",") if v.strip()]
 
 
 def stamp(v: Variant) -> dict:
@@ -185,13 +183,20 @@ def stamp(v: Variant) -> dict:
 
 def same_settings(old: dict, new: dict) -> bool:
     """Stamps agree on every option the sweep file controls: the wired paths (which follow
-    from the rest) are not compared, and an option missing from an older stamp (added in a
-    later version) counts as its default, which is what that version ran with."""
+    from the rest) are not compared, an option missing from an older stamp (added in a later
+    version) counts as its default, which is what that version ran with, and a list option
+    stamped as one comma-separated string (as older versions did) counts as its list."""
     for stage, cls in STAGES.items():
-        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
         a, b = old.get(stage, {}), new.get(stage, {})
         for k in (set(a) | set(b)) - set(WIRED[stage]):
-            if a.get(k, defaults.get(k)) != b.get(k, defaults.get(k)):
+            f = fields.get(k)
+            default = (None if f is None else f.default_factory()
+                       if f.default is dataclasses.MISSING else f.default)
+            x, y = a.get(k, default), b.get(k, default)
+            if isinstance(default, list):  # a list option: compare as lists of names
+                x, y = as_list(x), as_list(y)
+            if x != y:
                 return False
     return True
 
@@ -307,7 +312,7 @@ def plot(summary: dict, path: Path) -> None:
 def main(config: SweepConfig) -> dict:
     """Run the variants not yet done; returns the summary."""
     out, variants = plan(config)
-    wanted = set(only(config)) if config.only else {v.name for v in variants}
+    wanted = set(config.only or [v.name for v in variants])
     for v in variants:
         if v.name in wanted:
             log.info("variant %s", v.name)

@@ -84,6 +84,10 @@ def test_variant_from_an_older_version_is_kept(tmp_path, monkeypatch):
     old = json.loads(stamp_file.read_text())
     del old["train"]["target"], old["eval"]["split"], old["generate"]["train_tasks"]
     old["train"]["dataset"] = old["eval"]["dataset"] = "out/datasets/0123456789ab"  # old name
+    # list options were stamped as comma-separated strings; a list default as missing
+    old["eval"]["baselines"] = ",".join(old["eval"]["baselines"])
+    old["train"]["report_to"] = "none"
+    del old["train"]["hide_inputs"]
     stamp_file.write_text(json.dumps(old))
     monkeypatch.setattr(sweep, "train", lambda *a: pytest.fail("a kept variant was retrained"))
     sweep.main(SweepConfig(sweep=file))
