@@ -109,8 +109,8 @@ class StreamingWindows(torch.utils.data.IterableDataset):
     may split the stream again: iterate it directly, do not `accelerator.prepare` it."""
 
     def __init__(self, source, split: str, context: int, batch_size: int, seed: int,
-                 rank: int = 0,
-                 world: int = 1, chunk_rows: int = 256, windows_per_history: int = 4,
+                 rank: int = 0, world: int = 1, chunk_rows: int = 256,
+                 windows_per_history: int = 4,
                  target: str = "actions", history_start_fraction: float = 0.0) -> None:
         check_start_fraction(history_start_fraction)
         self.args = (source, split, chunk_rows, rank, world)

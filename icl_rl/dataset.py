@@ -140,10 +140,11 @@ def write_card(folder: Path, meta: dict, body: str) -> None:
 
 
 def card_meta(env, learner: str, learner_params: dict, splits: dict,
-              task_split: dict | None, **settings) -> dict:
+              task_split: dict | None, license: str, **settings) -> dict:
     """The card's icl_rl section: schema and generator versions, env (name, params, spec),
-    learner, the splits' sizes, the task split of a finite family, and the generate settings
-    (seed, steps, episode_stride, shard_size, heldout_fraction, train_tasks, license)."""
+    learner, the generate settings (seed, steps, episode_stride, shard_size,
+    heldout_fraction, train_tasks), the splits' sizes, the license and the task split of a
+    finite family."""
     import dataclasses
 
     meta = {
@@ -153,9 +154,9 @@ def card_meta(env, learner: str, learner_params: dict, splits: dict,
                 # through JSON: tuples become lists, which the card's YAML can hold
                 "spec": json.loads(json.dumps(dataclasses.asdict(env.spec)))},
         "learner": {"name": learner, "params": learner_params},
-        **{k: v for k, v in settings.items() if k != "license"},
+        **settings,
         "splits": splits,
-        "license": settings.get("license", "mit"),
+        "license": license,
     }
     if task_split is not None:
         meta["task_split"] = task_split
@@ -208,7 +209,6 @@ ds = load_dataset("PATH_OR_REPO_ID")  # splits: train, test
 
 or, validated against this card, as tensors: `icl_rl.dataset.load_histories(PATH, "train")`.
 """
-
 
 
 def read_card_text(text: str, where: str) -> dict:
