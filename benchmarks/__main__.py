@@ -59,7 +59,7 @@ def table(results: dict) -> str:
     if "eval" in b:
         for r in b["eval"]["results"]:
             if r.get("mode") == "kv_cache":
-                lines.append(f"| eval KV cache, ctx {r['context']}, 256 tasks | "
+                lines.append(f"| eval KV cache, ctx {r['context']}, {r['tasks']} tasks | "
                              f"{r['actions_per_s']:.0f} actions/s, "
                              f"{r['fraction_of_bandwidth_ceiling']:.0%} of the bandwidth bound "
                              f"measured in turn (rounds {r['fraction_range'][0]:.0%}-"

@@ -90,7 +90,9 @@ def row(context: int, tasks: int, mode: str, t: float, agent: ModelAgent | None 
 
 
 def run(quick: bool = False) -> dict:
-    """Cache vs recompute at contexts 256 and 1024, 256 tasks, d_model 128, 4 layers."""
+    """Cache vs recompute at contexts 256 and 1024, 256 tasks, d_model 128, 4 layers (--quick,
+    the test suite's smoke run: 64 tasks and fewer rounds)."""
+    tasks = 64 if quick else 256
     torch.manual_seed(0)
     model = ADModel(ADConfig(obs_dim=2, num_actions=5, hidden_size=128, num_layers=4,
                              num_heads=4, max_context=1024)).eval()
@@ -99,17 +101,17 @@ def run(quick: bool = False) -> dict:
     for context in (256, 1024):
         # the CPU fast path (plain matmul attention) and the model's own SDPA attention for
         # the same cached step, timed in turn
-        fast, fast_agent = stepper(model, 256, context, True)
-        sdpa, sdpa_agent = stepper(model, 256, context, True, decode_attention=None)
+        fast, fast_agent = stepper(model, tasks, context, True)
+        sdpa, sdpa_agent = stepper(model, tasks, context, True, decode_attention=None)
         # and a memory copy in the same rounds: the bandwidth ceiling of each round, because
         # this machine's bandwidth drifts (31 to 54 GB/s within one hour)
         probe, probe_bytes = copy_probe()
         ts_fast, ts_sdpa, ts_copy = interleaved_times([fast, sdpa, probe], 6 if quick else 20)
         t_fast, t_sdpa = statistics.median(ts_fast), statistics.median(ts_sdpa)
-        cached = row(context, 256, "kv_cache", t_fast, fast_agent)
+        cached = row(context, tasks, "kv_cache", t_fast, fast_agent)
         per_action = cached["cache_bytes_read_per_action"]
         # Memory-bound ceiling: every action must read its task's whole cache once.
-        fractions = [(256 / tf) / (probe_bytes / tc / per_action)
+        fractions = [(tasks / tf) / (probe_bytes / tc / per_action)
                      for tf, tc in zip(ts_fast, ts_copy, strict=True)]
         cached["bandwidth_gbs_in_turn"] = statistics.median(probe_bytes / t / 1e9
                                                             for t in ts_copy)
@@ -121,9 +123,9 @@ def run(quick: bool = False) -> dict:
         cached["fraction_of_best_bandwidth"] = cached["actions_per_s"] / (bw * 1e9 / per_action)
         del probe
         del fast_agent, sdpa_agent, fast, sdpa
-        recompute, _ = stepper(model, 256, context, False)
-        full = row(context, 256, "recompute", median_time(recompute, 1 if quick else 3))
-        rows += [cached, row(context, 256, "kv_cache_sdpa", t_sdpa), full]
+        recompute, _ = stepper(model, tasks, context, False)
+        full = row(context, tasks, "recompute", median_time(recompute, 1 if quick else 3))
+        rows += [cached, row(context, tasks, "kv_cache_sdpa", t_sdpa), full]
         rows.append({"context": context, "cache_speedup": cached["actions_per_s"]
                      / full["actions_per_s"], "fast_path_speedup": t_sdpa / t_fast})
     return {"benchmark": "eval", "machine": machine(), "memory_bandwidth_gbs": bw,
