@@ -20,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from eval.metrics import Context, compute_metrics, extras_for, metrics_for
+from eval.offline import check_sizes, offline
 from eval.report import add_to_model_card, log_to_wandb, plot, report
 from icl_rl.agents import OracleAgent
 from icl_rl.config import normalize_lists, parse_config, parse_kwargs, require_positive, save_config
@@ -35,6 +36,8 @@ from icl_rl.rollout import History, rollout
 from icl_rl.tasks import SPLITS, eval_tasks
 
 log = logging.getLogger(__name__)
+# Baselines that only bandits have; elsewhere they are left out of the default list.
+BANDIT_BASELINES = ("ucb", "thompson", "greedy", "epsilon_greedy", "dirichlet_mix")
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,12 @@ class EvalConfig:
     """Episodes averaged at each end for the in-context improvement (default: episodes // 10)."""
     seed: int = 12345
     """Seed of the evaluation tasks and environment noise."""
+    offline_context: list[str] = field(default_factory=list)
+    """Offline deployment (dpt models): context sizes n, e.g. 10,50,200. The model acts
+    greedily from a fixed context, the first n transitions of the dataset's held-out
+    histories, on their tasks (results.json "offline", a table in report.md)."""
+    offline_episodes: int = 1
+    """Episodes per task of each offline deployment."""
     progress: bool = True
     """Show a progress bar."""
     report_to: list[str] = field(default_factory=lambda: ["none"])
@@ -85,7 +94,7 @@ class EvalConfig:
     """Tracker project name."""
 
     def __post_init__(self) -> None:
-        normalize_lists(self, "baselines", "report_to")
+        normalize_lists(self, "baselines", "report_to", "offline_context")
 
 
 def summarize(h: History, env: Env, k: int, task_oracle: np.ndarray) -> dict:
@@ -101,7 +110,8 @@ def validate(config: EvalConfig) -> None:
     if bad:
         raise IclRlError(f"--report-to must be none or wandb, got {', '.join(bad)}")
     require_positive(config, "batch_size", "window", "improvement_k", optional=True)
-    require_positive(config, "num_tasks", "episodes")
+    require_positive(config, "num_tasks", "episodes", "offline_episodes")
+    check_sizes(config.offline_context)
     if not config.temperature > 0:
         raise IclRlError(f"--temperature must be > 0, got {config.temperature}")
     if config.split not in SPLITS:
@@ -148,7 +158,7 @@ def main(config: EvalConfig) -> dict:
                 log.warning("no source learner recorded; skipping the `source` baseline")
                 continue
             agents["source"] = make_learner(learner["name"], env, **learner["params"])
-        elif b in ("ucb", "thompson") and not env.has_expected_rewards:  # bandit learners
+        elif b in BANDIT_BASELINES and not env.has_expected_rewards:  # bandit learners
             continue
         elif learner is not None and b == learner["name"] and "source" in agents:
             continue  # the source learner already runs, with its own hyperparameters
@@ -190,6 +200,11 @@ def main(config: EvalConfig) -> dict:
         results["agents"][name] = compute_metrics(h, ctx, metrics)
     results["oracle_episode_return"] = oracle_return
     results["metrics"] = [m.name for m in metrics]
+    if config.offline_context:
+        if dataset is None:
+            raise IclRlError("--offline-context needs the roll-in dataset: pass --dataset")
+        results["offline"] = offline(model, env, dataset, check_sizes(config.offline_context),
+                                     config.num_tasks, config.offline_episodes, config.seed)
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

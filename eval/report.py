@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from eval.metrics import Metric, metrics_of
+from eval.offline import offline_table
 from icl_rl.model_card import add_evaluation
 
 
@@ -35,6 +36,13 @@ def report(results: dict) -> str:
     metrics = metrics_of(results)
     k = results["improvement_k"]
     notes = "\n".join(m.note.format(k=k) for m in metrics if m.note)
+    offline = ""
+    if results.get("offline"):
+        o = results["offline"]
+        offline = (f"\n## Offline deployment\n\nGreedy actions from a fixed context: the first n "
+                   f"transitions of {o['num_tasks']} `{o['split']}` histories of `{o['dataset']}`, "
+                   f"{o['episodes']} episode(s) on each history's task; 95% CIs over tasks.\n\n"
+                   f"{offline_table(o)}")
     return f"""# In-context evaluation
 
 - model: `{results['model']}` (trained for `{results['env']['name']}` {results['env']['params']})
@@ -47,7 +55,7 @@ def report(results: dict) -> str:
 ![curves](curves.png)
 
 {notes}
-"""
+{offline}"""
 
 
 def plot(results: dict, path: Path, title: str | None = None) -> None:

@@ -36,19 +36,32 @@ class WindowDataset(Dataset):
 
     With `history_start_fraction` f > 0 the index space grows by items that all start at
     step 0 (history i % N), so that a uniform pick over it starts there with probability f.
+
+    With `queries` (the Decision-Pretrained Transformer) each window also carries a query
+    state, `query_observations` [B, obs_dim]: the observation at a step of the same history
+    (so of the same task), chosen by a fixed hash of the window's index; the targets are then
+    the oracle's action at that state (`target` must be `optimal_actions`), repeated at every
+    position so that every prefix of the window is trained on the same query.
     """
 
     def __init__(self, history: History, context: int, target: str = "actions",
-                 source: str = "the dataset", history_start_fraction: float = 0.0) -> None:
+                 source: str = "the dataset", history_start_fraction: float = 0.0,
+                 queries: bool = False) -> None:
         if context < 1:
             raise IclRlError(f"context must be >= 1, got {context}")
         check_start_fraction(history_start_fraction)
         if target not in TARGETS:
             raise IclRlError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
         if target == "optimal_actions" and history.optimal_actions is None:
+            fix = ("a DPT model learns only that label" if queries
+                   else "or train on --target actions")
             raise IclRlError(f"{source} has no optimal_actions column (the oracle's action at "
                              "every step) to train on; regenerate it with icl-rl generate, "
-                             "which records it for every env, or train on --target actions")
+                             f"which records it for every env ({fix})")
+        if queries and target != "optimal_actions":
+            raise IclRlError("query windows (DPT) are labelled with the oracle's action at the "
+                             "query state: target must be optimal_actions")
+        self.queries = queries
         self.targets = history.actions if target == "actions" else history.optimal_actions
         self.h = history
         self.context = context
@@ -82,11 +95,18 @@ class WindowDataset(Dataset):
         h = self.h
         batch = window(h.observations, h.actions, h.rewards, h.dones, rows, cols).as_dict()
         batch["targets"] = self.targets[rows, cols]
+        if self.queries:  # step of the same history: a fixed hash of the window's index
+            steps = h.actions.shape[1]
+            query = torch.remainder(idx * 7919 + 17, steps)[:, None]
+            query_obs = h.observations[rows[:, 0], query[:, 0]]
+            batch["targets"] = self.targets[rows, query].expand(-1, self.length)
         batch["attention_mask"] = torch.ones_like(batch["targets"])
         pad = self.context - self.length
         if pad:  # histories shorter than the context: pad on the right, mask the padding
             for k, v in batch.items():
                 batch[k] = torch.nn.functional.pad(v, (0, 0) * (v.ndim - 2) + (0, pad))
+        if self.queries:
+            batch["query_observations"] = query_obs
         return batch
 
 
@@ -111,10 +131,11 @@ class StreamingWindows(torch.utils.data.IterableDataset):
     def __init__(self, source, split: str, context: int, batch_size: int, seed: int,
                  rank: int = 0, world: int = 1, chunk_rows: int = 256,
                  windows_per_history: int = 4,
-                 target: str = "actions", history_start_fraction: float = 0.0) -> None:
+                 target: str = "actions", history_start_fraction: float = 0.0,
+                 queries: bool = False) -> None:
         check_start_fraction(history_start_fraction)
         self.args = (source, split, chunk_rows, rank, world)
-        self.window = (context, target, str(source), history_start_fraction)
+        self.window = (context, target, str(source), history_start_fraction, queries)
         self.batch_size = batch_size
         self.seed, self.rank = seed, rank
         self.windows_per_history = windows_per_history

@@ -20,8 +20,14 @@ HIDDEN_OPTIONS = ("push_to_hub", "private", "progress")  # not worth a row of th
 # training target -> (what the model is called, its Hub tag, what it predicts)
 KINDS = {
     "actions": ("Algorithm Distillation", "algorithm-distillation", "the learner's next action"),
-    "optimal_actions": ("Decision-Pretrained Transformer", "decision-pretrained-transformer",
+    "optimal_actions": ("Oracle-action distillation", "oracle-action-distillation",
                         "the oracle's action in every state"),
+}
+# families whose method has its own name whatever the target
+FAMILY_KINDS = {
+    "icl_rl_dpt": ("Decision-Pretrained Transformer", "decision-pretrained-transformer",
+                   "the oracle's action at a query state from an in-context set of the task's "
+                   "transitions"),
 }
 
 
@@ -33,7 +39,8 @@ def card_text(model_config, train_config: dict, metrics: list[dict], step: int) 
     env_name, env_params = model_config.env_name, model_config.env_params
     dataset = train_config.get("dataset") or origin.get("dataset") or "?"
     target = train_config.get("target") or origin.get("target") or "actions"
-    kind, tag, what = KINDS.get(target, KINDS["actions"])
+    kind, tag, what = FAMILY_KINDS.get(model_config.model_type) or KINDS.get(target,
+                                                                           KINDS["actions"])
     learner = origin.get("learner") or {}
     context = model_config.max_context
     data = ModelCardData(library_name="icl-rl", tags=["reinforcement-learning",

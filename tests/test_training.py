@@ -161,7 +161,7 @@ def test_dpt_target_windows_and_training(ucb_data, tmp_path):
     assert accuracy > source_hits + 0.1, (accuracy, source_hits)
     model = AutoModel.from_pretrained(res["model_dir"])
     assert model.config.provenance["target"] == "optimal_actions"
-    assert "Decision-Pretrained Transformer" in (Path(res["model_dir"]) / "README.md").read_text()
+    assert "Oracle-action distillation" in (Path(res["model_dir"]) / "README.md").read_text()
 
 
 def test_validation_loss_falls_below_uniform(ucb_data, tmp_path):

@@ -69,11 +69,11 @@ class TrainConfig:
     with the list of the family's options."""
     context: int = 256
     """Window length K in steps (= tokens); the model's context."""
-    target: str = "actions"
+    target: str | None = None
     """What the model learns to predict at every step: `actions`, the source learner's own
     (Algorithm Distillation), or `optimal_actions`, the oracle's action in that state given
-    the true task (the Decision-Pretrained Transformer's label: the model has to infer the
-    task from the context)."""
+    the true task (the model has to infer the task from the context). Default: the family's
+    (actions for ad and gru; dpt learns only optimal_actions, at its query states)."""
     history_start_fraction: float = 0.0
     """Share of training windows that start at a history's first step. At evaluation the
     model's first `context` steps (its search of a new task) see the history from there, but
@@ -161,7 +161,7 @@ def validate(config: TrainConfig) -> None:
     for name in ("warmup_steps", "eval_every", "save_every", "num_workers"):
         if getattr(config, name) < 0:
             raise IclRlError(f"--{name.replace('_', '-')} must be >= 0")
-    if config.target not in TARGETS:
+    if config.target is not None and config.target not in TARGETS:
         raise IclRlError(f"--target must be one of {', '.join(TARGETS)}, got {config.target!r}")
     check_start_fraction(config.history_start_fraction, "--history-start-fraction")
     check_parts(config.hide_inputs)
@@ -170,6 +170,10 @@ def validate(config: TrainConfig) -> None:
                          f"{', '.join(sorted(FAMILIES))}")
     # the family's option names and its own rules (e.g. width divisible by heads), now
     family_config(config.model, config.model_options())
+    allowed = FAMILIES[config.model][1].targets
+    if config.target is not None and config.target not in allowed:
+        raise IclRlError(f"--target {config.target}: the {config.model} family learns "
+                         f"{' or '.join(allowed)}; leave --target unset")
     if config.schedule not in ("cosine", "linear", "constant"):
         raise IclRlError(f"--schedule must be cosine, linear or constant, got {config.schedule!r}")
     if not config.lr > 0 or not config.max_grad_norm >= 0:
@@ -198,6 +202,16 @@ def make_model(config: TrainConfig, meta: dict) -> FamilyModel:
         return model
     return build_model(config.model, meta["env"], config.model_options(),
                        max_context=config.context, hidden_inputs=config.hide_inputs)
+
+
+def with_target(config: TrainConfig, model: FamilyModel) -> TrainConfig:
+    """`config` with --target resolved: the family's default when unset, checked otherwise."""
+    allowed = type(model).targets
+    target = config.target or allowed[0]
+    if target not in allowed:
+        raise IclRlError(f"--target {target}: a {model.config.model_type} model learns "
+                         f"{' or '.join(allowed)}; leave --target unset")
+    return dataclasses.replace(config, target=target)
 
 
 def find_checkpoint(out: Path, resume: str | None) -> Path | None:
@@ -348,30 +362,34 @@ def prepare_folder(config: TrainConfig, out: Path, model: FamilyModel, accelerat
 
 
 def make_loaders(config: TrainConfig, train: Histories, heldout: Histories | None,
-                 accelerator):
-    """(train DataLoader or None, train stream or None, validation batches or None)."""
+                 accelerator, queries: bool = False):
+    """(train DataLoader or None, train stream or None, validation batches or None).
+
+    `queries`: windows carry a query state labelled by the oracle (the DPT family)."""
     rank, world = accelerator.process_index, accelerator.num_processes
     if config.streaming:
         stream = StreamingWindows(config.dataset, "train", config.context, config.batch_size,
                                   config.seed, rank, world, target=config.target,
-                                  history_start_fraction=config.history_start_fraction)
+                                  history_start_fraction=config.history_start_fraction,
+                                  queries=queries)
         val = None
         if has_split(config.dataset, "test"):
             val_stream = StreamingWindows(config.dataset, "test", config.context,
                                           config.batch_size, config.seed + 1, rank, world,
-                                          target=config.target)
+                                          target=config.target, queries=queries)
             val = [{k: v.to(accelerator.device) for k, v in b.items()}
                    for b in itertools.islice(val_stream, config.eval_batches)]
         return None, stream, val
     train_dl = DataLoader(WindowDataset(train.history, config.context, config.target,
-                                        train.source, config.history_start_fraction),
+                                        train.source, config.history_start_fraction, queries),
                           batch_size=config.batch_size, shuffle=True, drop_last=True,
                           collate_fn=collate_batch, num_workers=config.num_workers)
     if len(train_dl) == 0:
         raise IclRlError(f"{config.dataset}: fewer windows than --batch-size {config.batch_size}")
     val_dl = None
     if heldout is not None:
-        val_set = WindowDataset(heldout.history, config.context, config.target, heldout.source)
+        val_set = WindowDataset(heldout.history, config.context, config.target, heldout.source,
+                                queries=queries)
         g = torch.Generator().manual_seed(config.seed + 1)
         n_val = min(len(val_set), config.eval_batches * config.batch_size * world)
         subset = torch.utils.data.Subset(val_set, torch.randperm(len(val_set), generator=g)
@@ -502,8 +520,10 @@ def main(config: TrainConfig) -> dict:
     accelerator = make_accelerator(config, out)
     set_seed(config.seed)
     model = make_model(config, train.meta)
+    config = with_target(config, model)
     prepare_folder(config, out, model, accelerator)
-    train_dl, stream, val_dl = make_loaders(config, train, heldout, accelerator)
+    train_dl, stream, val_dl = make_loaders(config, train, heldout, accelerator,
+                                            type(model).needs_queries)
     optimizer, scheduler = make_optimizer(config, model)
     if stream is None:
         model, optimizer, train_dl, scheduler = accelerator.prepare(

@@ -78,19 +78,33 @@ class BernoulliBandit(Bandit):
 
 
 class GaussianBandit(Bandit):
-    """K arms with means ~ N(0, 1); a pull pays mean + N(0, noise_std^2)."""
+    """K arms with means ~ N(0, 1) (or U(0, 1): `means="uniform"`, the setting of the
+    Decision-Pretrained Transformer paper); a pull pays mean + N(0, noise_std^2)."""
 
     family = "gaussian_bandit"
+    MEANS = ("normal", "uniform")
 
-    def __init__(self, num_arms: int = 5, noise_std: float = 1.0) -> None:
+    def __init__(self, num_arms: int = 5, noise_std: float = 1.0, means: str = "normal") -> None:
         super().__init__(num_arms)
         if not noise_std > 0:
             raise IclRlError(f"gaussian_bandit: noise_std must be > 0, got {noise_std!r}")
+        if means not in self.MEANS:
+            raise IclRlError(f"gaussian_bandit: means must be one of {', '.join(self.MEANS)}, "
+                             f"got {means!r}")
         self.noise_std = float(noise_std)
+        self.means = means
         self.spec = EnvSpec(self.family, 1, num_arms, 1, num_arms)
 
+    @property
+    def prior(self) -> tuple[float, float]:
+        """Mean and standard deviation of an arm's mean under the task distribution (the
+        Gaussian prior a Thompson sampler matched to the family uses)."""
+        return (0.0, 1.0) if self.means == "normal" else (0.5, 12 ** -0.5)
+
     def sample_tasks(self, n: int, generator: torch.Generator) -> Tensor:
-        """Arm means [n, K] ~ N(0, 1)."""
+        """Arm means [n, K] ~ N(0, 1) or U(0, 1)."""
+        if self.means == "uniform":
+            return torch.rand(n, self.num_arms, generator=generator)
         return torch.randn(n, self.num_arms, generator=generator)
 
     def step_env(self, action: Tensor) -> tuple[Tensor, Tensor]:
@@ -100,4 +114,4 @@ class GaussianBandit(Bandit):
 
     def params(self) -> dict:
         """Constructor arguments."""
-        return {"num_arms": self.num_arms, "noise_std": self.noise_std}
+        return {"num_arms": self.num_arms, "noise_std": self.noise_std, "means": self.means}

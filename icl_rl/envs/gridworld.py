@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from icl_rl import rng
 from icl_rl.envs.base import Env, EnvSpec
 from icl_rl.errors import IclRlError
 
@@ -67,15 +68,25 @@ class GridWorld(Env):
 
 
 class DarkRoom(GridWorld):
-    """Start at the centre; reward 1 on every step that ends on the hidden goal cell."""
+    """Start at the centre; reward 1 on every step that ends on the hidden goal cell.
+
+    `start="random"` draws every episode's start cell uniformly (from the env generator): with
+    `episode_len=1` each episode is one transition from a uniformly random state, the
+    Decision-Pretrained Transformer's roll-in data for gridworlds.
+    """
 
     family = "dark_room"
+    STARTS = ("center", "random")
 
-    def __init__(self, size: int = 9, episode_len: int = 20) -> None:
+    def __init__(self, size: int = 9, episode_len: int = 20, start: str = "center") -> None:
         super().__init__(size, episode_len)
+        if start not in self.STARTS:
+            raise IclRlError(f"{self.family}: start must be one of {', '.join(self.STARTS)}, "
+                             f"got {start!r}")
+        self.random_start = start == "random"
         self.start = torch.tensor([size // 2, size // 2])
         far = int((self.cells() - self.start).abs().sum(dim=1).max())
-        if far > episode_len:
+        if far > episode_len and not self.random_start:
             raise IclRlError(
                 f"{self.family}: the farthest goal is {far} steps from the start but episodes "
                 f"last {episode_len}; raise episode_len to >= {far} or shrink size"
@@ -104,8 +115,12 @@ class DarkRoom(GridWorld):
         return self.tasks.long()
 
     def reset_env(self) -> Tensor:
-        """Back to the centre."""
-        self.pos = self.start.to(self.tasks.device).expand(self.tasks.shape[0], 2).clone()
+        """Back to the centre (or to a uniformly random cell: one randint [N, 2] draw)."""
+        n, dev = self.tasks.shape[0], self.tasks.device
+        if self.random_start:
+            self.pos = rng.randint(self.generator, self.size, (n, 2), device=dev)
+        else:
+            self.pos = self.start.to(dev).expand(n, 2).clone()
         goal = self.goal_pos = self.goal()  # [N, 2] long, reused by every step of the episode
         self.goal_base = (goal[:, 0] * self.size + goal[:, 1]) * self.num_states  # [N]
         return self.pos.float()
@@ -123,13 +138,22 @@ class DarkRoom(GridWorld):
         return self.oracle_table.to(self.pos.device).index_select(0, self.goal_base + cell)
 
     def distance(self) -> Tensor:
-        """Steps [N] from the start to each goal."""
-        return (self.goal() - self.start.to(self.tasks.device)).abs().sum(dim=1)
+        """Steps [N] from the start to each goal ([N, S] from every cell with random starts)."""
+        goal = self.goal()
+        if self.random_start:
+            return (goal[:, None] - self.cells().to(goal.device)[None]).abs().sum(dim=-1)
+        return (goal - self.start.to(self.tasks.device)).abs().sum(dim=1)
 
     def optimal_episode_return(self) -> Tensor:
-        """Every step from the arrival (the first one if the goal is the start) pays 1."""
-        d = self.distance()
-        return (self.episode_len - (d - 1).clamp(min=0)).float()
+        """Every step from the arrival (the first one if the goal is the start) pays 1; with
+        random starts, the mean over the start cells."""
+        ret = (self.episode_len - (self.distance() - 1).clamp(min=0)).clamp(min=0).float()
+        return ret.mean(dim=1) if self.random_start else ret
+
+    def params(self) -> dict:
+        """Constructor arguments."""
+        return {"size": self.size, "episode_len": self.episode_len,
+                "start": "random" if self.random_start else "center"}
 
 
 class DarkRoomHard(DarkRoom):
@@ -137,8 +161,8 @@ class DarkRoomHard(DarkRoom):
 
     family = "dark_room_hard"
 
-    def __init__(self, size: int = 17, episode_len: int = 50) -> None:
-        super().__init__(size, episode_len)
+    def __init__(self, size: int = 17, episode_len: int = 50, start: str = "center") -> None:
+        super().__init__(size, episode_len, start)
 
     def reset_env(self) -> Tensor:
         """Back to the centre; the goal pays again."""
@@ -154,5 +178,8 @@ class DarkRoomHard(DarkRoom):
         return obs, reward
 
     def optimal_episode_return(self) -> Tensor:
-        """One reward per episode: every goal is reachable in time (checked at construction)."""
+        """One reward per episode: every goal is reachable in time from the centre (checked at
+        construction); with random starts, the share of start cells it is reachable from."""
+        if self.random_start:
+            return (self.distance() <= self.episode_len).float().mean(dim=1)
         return torch.ones(self.tasks.shape[0], device=self.tasks.device)

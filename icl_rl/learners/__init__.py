@@ -7,7 +7,7 @@ import dataclasses
 from icl_rl.agents import Agent
 from icl_rl.envs.base import Env
 from icl_rl.errors import IclRlError
-from icl_rl.learners.bandits import UCB1, EpsilonGreedy, Thompson
+from icl_rl.learners.bandits import UCB1, DirichletMix, EpsilonGreedy, Greedy, Thompson
 from icl_rl.learners.base import Learner, RandomAgent
 from icl_rl.learners.posterior import GoalPosteriorSampling
 from icl_rl.learners.ppo import PPO
@@ -16,8 +16,10 @@ from icl_rl.learners.tabular import NoiseDistill, QLearning
 LEARNERS: dict[str, type[Learner]] = {
     "random": RandomAgent,
     "epsilon_greedy": EpsilonGreedy,
+    "greedy": Greedy,
     "ucb": UCB1,
     "thompson": Thompson,
+    "dirichlet_mix": DirichletMix,
     "q_learning": QLearning,
     "noise_distill": NoiseDistill,
     "posterior_sampling": GoalPosteriorSampling,
@@ -63,5 +65,6 @@ def compatible_pairs() -> list[tuple[str, str]]:
 
 
 __all__ = ["compatible_pairs", "Agent", "Learner", "LEARNERS", "make_learner", "RandomAgent",
-           "EpsilonGreedy", "UCB1", "Thompson", "QLearning", "NoiseDistill", "PPO",
+           "EpsilonGreedy", "Greedy", "UCB1", "Thompson", "DirichletMix", "QLearning",
+           "NoiseDistill", "PPO",
            "GoalPosteriorSampling"]

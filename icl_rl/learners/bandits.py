@@ -93,6 +93,24 @@ class EpsilonGreedy(BanditLearner):
 
 
 @dataclass(frozen=True)
+class GreedyParams(EpsilonGreedyParams):
+    """Epsilon-greedy with no exploration: always the best empirical mean."""
+
+    epsilon: float = 0.0
+    """Exploration probability (0: the pure greedy empirical-mean learner)."""
+    min_epsilon: float = 0.0
+    """Floor for the decayed epsilon."""
+
+
+class Greedy(EpsilonGreedy):
+    """The greedy empirical-mean learner (unpulled arms count as mean 0; ties to the lowest
+    arm): the no-exploration reference of bandit regret tables. Same draws as epsilon-greedy."""
+
+    Params = GreedyParams
+    name = "greedy"
+
+
+@dataclass(frozen=True)
 class UCBParams(LearnerParams):
     """UCB1 (Auer et al. 2002)."""
 
@@ -140,10 +158,11 @@ class ThompsonParams(LearnerParams):
     """Beta prior successes (Bernoulli bandits)."""
     prior_beta: float = 1.0
     """Beta prior failures (Bernoulli bandits)."""
-    prior_mean: float = 0.0
-    """Normal prior mean of an arm (Gaussian bandits)."""
-    prior_std: float = 1.0
-    """Normal prior std of an arm (Gaussian bandits)."""
+    prior_mean: float | None = None
+    """Normal prior mean of an arm (Gaussian bandits; default: the env's task distribution,
+    0 for means ~ N(0, 1), 0.5 for means ~ U(0, 1))."""
+    prior_std: float | None = None
+    """Normal prior std of an arm (Gaussian bandits; default: the env's, 1 or 1/sqrt(12))."""
 
 
 class Thompson(BanditLearner):
@@ -159,10 +178,19 @@ class Thompson(BanditLearner):
     def __init__(self, env: Env, params: ThompsonParams | None = None) -> None:
         super().__init__(env, params)
         p = self.params
-        if not (p.prior_alpha > 0 and p.prior_beta > 0 and p.prior_std > 0):
+        gaussian = isinstance(env, GaussianBandit)
+        mean, std = env.prior if gaussian else (0.0, 1.0)
+        self.prior_mean = mean if p.prior_mean is None else p.prior_mean
+        self.prior_std = std if p.prior_std is None else p.prior_std
+        if not (p.prior_alpha > 0 and p.prior_beta > 0 and self.prior_std > 0):
             raise IclRlError(f"thompson: prior parameters must be > 0: {p}")
         self.bernoulli = isinstance(env, BernoulliBandit)
-        self.noise_var = env.noise_std**2 if isinstance(env, GaussianBandit) else 1.0
+        self.noise_var = env.noise_std**2 if gaussian else 1.0
+
+    def params_dict(self) -> dict:
+        """Hyperparameters with the Gaussian prior as used (the env's when not given)."""
+        return {**super().params_dict(), "prior_mean": self.prior_mean,
+                "prior_std": self.prior_std}
 
     def posterior_sample(self) -> Tensor:
         """One draw of every arm's mean from its posterior [N, K]."""
@@ -171,11 +199,57 @@ class Thompson(BanditLearner):
             x = rng.standard_gamma(self.generator, p.prior_alpha + self.sums)
             y = rng.standard_gamma(self.generator, p.prior_beta + self.counts - self.sums)
             return x / (x + y)
-        precision = 1.0 / p.prior_std**2 + self.counts / self.noise_var
-        mean = (p.prior_mean / p.prior_std**2 + self.sums / self.noise_var) / precision
+        precision = 1.0 / self.prior_std**2 + self.counts / self.noise_var
+        mean = (self.prior_mean / self.prior_std**2 + self.sums / self.noise_var) / precision
         z = rng.randn(self.generator, self.counts.shape)
         return mean + z * precision.rsqrt()
 
     def act(self, obs: Tensor) -> Tensor:
         """Probability matching."""
         return first_argmax(self.posterior_sample())
+
+
+@dataclass(frozen=True)
+class DirichletMixParams(LearnerParams):
+    """The bandit roll-in of the Decision-Pretrained Transformer (Lee et al. 2023)."""
+
+    max_point_mass: float = 1.0
+    """Upper end of the point-mass weight c ~ U[0, max_point_mass] of each history."""
+
+
+class DirichletMix(BanditLearner):
+    """Actions i.i.d. from one distribution per history: (1 - c) Dirichlet(1) + c point mass.
+
+    Each history draws p ~ Dirichlet(1, ..., 1), an arm j and c ~ U[0, max_point_mass], then
+    pulls arms i.i.d. from (1 - c) p + c e_j whatever the rewards: the in-context datasets of
+    DPT's bandit pretraining, from nearly uniform to nearly one arm. It does not learn.
+
+    Draws at reset: rand [N, K] (the Dirichlet, as normalised -log U), randint [N] (the arm),
+    rand [N] (c); per step: one categorical [N].
+    """
+
+    Params = DirichletMixParams
+    name = "dirichlet_mix"
+
+    def __init__(self, env: Env, params: DirichletMixParams | None = None) -> None:
+        super().__init__(env, params)
+        if not 0 <= self.params.max_point_mass <= 1:
+            raise IclRlError(f"dirichlet_mix: max_point_mass must be in [0, 1]: {self.params}")
+
+    def reset(self, n: int, generator: torch.Generator | None = None) -> None:
+        """Draw every history's action distribution."""
+        super().reset(n, generator)
+        k = self.spec.num_actions
+        gamma = -torch.log1p(-rng.rand(self.generator, (n, k)))  # Exp(1) = Gamma(1)
+        arm = rng.randint(self.generator, k, (n,))
+        c = rng.rand(self.generator, (n,)) * self.params.max_point_mass
+        self.probs = ((1 - c)[:, None] * gamma / gamma.sum(dim=1, keepdim=True)
+                      + c[:, None] * F.one_hot(arm, k).float())
+
+    def act(self, obs: Tensor) -> Tensor:
+        """An arm from the history's own distribution."""
+        return rng.categorical(self.generator, self.probs).to(obs.device)
+
+    def action_probs(self, obs: Tensor) -> Tensor:
+        """The history's distribution [N, K]."""
+        return self.probs.to(obs.device)

@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoModel
 from icl_rl.errors import IclRlError
 from icl_rl.models.ad import ADConfig, ADModel
 from icl_rl.models.base import FamilyConfig, FamilyModel, FamilyOutput, StepOutput
+from icl_rl.models.dpt import DPTConfig, DPTModel
 from icl_rl.models.recurrent import RecurrentConfig, RecurrentModel
 
 FAMILIES: dict[str, tuple[type[FamilyConfig], type[FamilyModel]]] = {}
@@ -133,8 +134,10 @@ def check_env(model_config: FamilyConfig, meta: dict, model_src, data_src) -> No
 
 register_family("ad", ADConfig, ADModel)
 register_family("gru", RecurrentConfig, RecurrentModel)
+register_family("dpt", DPTConfig, DPTModel)
 
-__all__ = ["FAMILIES", "ADConfig", "ADModel", "RecurrentConfig", "RecurrentModel",
+__all__ = ["FAMILIES", "ADConfig", "ADModel", "DPTConfig", "DPTModel", "RecurrentConfig",
+           "RecurrentModel",
            "FamilyConfig", "FamilyModel", "FamilyOutput", "StepOutput", "build_model",
            "check_env", "family_config", "family_of", "family_options", "load_model",
            "register_family",

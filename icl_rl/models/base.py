@@ -110,6 +110,10 @@ class FamilyModel(PreTrainedModel):
     main_input_name = "observations"
     # Acting with a bounded window of past steps (a transformer); False: constant-size state.
     uses_window: ClassVar[bool] = True
+    # Training targets the family learns (`train --target`; the first is the default).
+    targets: ClassVar[tuple[str, ...]] = ("actions", "optimal_actions")
+    # Batches carry a query state per window (`WindowDataset(queries=True)`): DPT.
+    needs_queries: ClassVar[bool] = False
 
     def action_loss(self, logits: Tensor, targets: Tensor | None,
                     attention_mask: Tensor | None) -> Tensor | None:

@@ -1,0 +1,186 @@
+"""The Decision-Pretrained Transformer family, its roll-in data and its two deployments."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from data_gen.generate import GenerateConfig
+from data_gen.generate import main as generate
+from eval.evaluate import EvalConfig
+from eval.evaluate import main as evaluate
+from icl_rl.data import WindowDataset
+from icl_rl.envs import DarkRoom, GaussianBandit, make_env
+from icl_rl.errors import IclRlError
+from icl_rl.learners import make_learner
+from icl_rl.models import build_model
+from icl_rl.rollout import History, rollout
+from icl_rl.transitions import Transitions, sequences
+from training.train import TrainConfig
+from training.train import main as train
+
+ENV = {"name": "dark_room", "params": {"size": 9, "episode_len": 20},
+       "spec": {"obs_dim": 2, "num_actions": 5, "obs_levels": [9, 9]}}
+
+
+def dpt(**options):
+    torch.manual_seed(0)
+    shape = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, **options}
+    return build_model("dpt", ENV, shape, max_context=64).eval()
+
+
+def history(b: int, t: int, episode: int, constant_obs: bool = False) -> Transitions:
+    g = torch.Generator().manual_seed(1)
+    obs = torch.randint(0, 9, (b, t, 2), generator=g).float()
+    if constant_obs:
+        obs = torch.zeros_like(obs)
+    return sequences(obs, torch.randint(0, 5, (b, t), generator=g),
+                     (torch.rand(b, t, generator=g) < 0.3).float(),
+                     (torch.arange(t) % episode == episode - 1).expand(b, t))
+
+
+def test_prefix_training_equals_a_loop_over_prefixes():
+    """One forward's loss is the mean over prefixes of the loss of each prefix alone."""
+    model = dpt()
+    x = history(3, 12, episode=4)
+    query = torch.tensor([[1.0, 2.0], [8.0, 0.0], [4.0, 4.0]])
+    label = torch.tensor([2, 0, 4])
+    with torch.no_grad():
+        full = model(**x.as_dict(), query_observations=query,
+                     targets=label[:, None].expand(3, 12)).loss
+        losses = []
+        for j in range(12):
+            prefix = Transitions(*(v[:, :j + 1] for v in x.as_dict().values()))
+            logits = model(**prefix.as_dict(), query_observations=query).logits[:, -1]
+            losses.append(F.cross_entropy(logits, label, reduction="none"))
+    assert abs(float(torch.stack(losses).mean() - full)) < 1e-5
+
+
+@pytest.mark.parametrize("scope", ["steps", "episodes"])
+@pytest.mark.parametrize("constant_obs", [False, True], ids=["new_query", "same_query"])
+def test_acting_equals_the_forward_over_the_context_it_holds(scope, constant_obs):
+    """Online acting: the prediction at each step is the forward over [query = o_t, the
+    transitions the context holds] (every completed step, or those of finished episodes),
+    whether the KV cache is extended (same query, as in a bandit) or rebuilt."""
+    model = dpt(context_scope=scope)
+    x = history(3, 30, episode=5, constant_obs=constant_obs)
+    state = model.init_state(3)
+    last_start = 0
+    for i in range(30):
+        step = Transitions(*(v[:, i] for v in x.as_dict().values()))
+        out = model.step(step, state, output_features=True)
+        state = out.state
+        if bool(x.episode_starts[0, i]):
+            last_start = i
+        held = i if scope == "steps" else last_start  # aligned steps 1..held are in context
+        prefix = Transitions(*(v[:, :held + 1] for v in x.as_dict().values()))
+        with torch.no_grad():
+            ref = model(**prefix.as_dict(), query_observations=x.observations[:, i],
+                        output_hidden_states=True)
+        assert state.context.shape[1] == held
+        assert (out.logits - ref.logits[:, -1]).abs().max() < 1e-4, i
+        assert out.features.shape == (3, 2, 32)
+        assert (out.features[:, -1] - ref.hidden_states[-1][:, -1]).abs().max() < 1e-4
+
+
+def test_window_slides_and_frozen_context_stays():
+    model = dpt(context_scope="steps")
+    x = history(2, 30, episode=1)
+    state = model.init_state(2, window=8)
+    for i in range(30):
+        state = model.step(Transitions(*(v[:, i] for v in x.as_dict().values())), state).state
+    assert state.context.shape[1] == 7  # the query and 7 transitions
+    rollin = (torch.zeros(2, 5, 2), torch.zeros(2, 5, dtype=torch.long), torch.ones(2, 5),
+              torch.ones(2, 5, dtype=torch.bool))
+    frozen = model.init_state(2, frozen_context=rollin)
+    for i in range(10):
+        out = model.step(Transitions(*(v[:, i] for v in x.as_dict().values())), frozen)
+    assert out.state.context.shape[1] == 5
+    with pytest.raises(IclRlError, match="frozen_context"):
+        model.init_state(3, frozen_context=rollin)
+
+
+def test_query_windows_come_from_their_own_task_with_the_oracle_label():
+    env = DarkRoom()
+    tasks = env.task_set()[torch.tensor([0, 10, 40, 44, 70, 80])]
+    h = rollout(env, make_learner("random", env), tasks, 60,
+                env_generator=torch.Generator().manual_seed(0),
+                agent_generator=torch.Generator().manual_seed(1))
+    ds = WindowDataset(h, context=20, target="optimal_actions", queries=True)
+    idx = list(range(len(ds)))
+    b = ds.__getitems__(idx)
+    rows = torch.tensor(idx) // ds.starts
+    q = b["query_observations"]
+    assert q.shape == (len(ds), 2)
+    for i, r in enumerate(rows.tolist()):  # a state of the window's own history
+        assert (h.observations[r] == q[i]).all(dim=-1).any()
+    oracle = env.toward(q.long(), tasks[rows].long())  # the env oracle at the query state
+    assert torch.equal(b["targets"][:, 0], oracle)
+    assert (b["targets"] == b["targets"][:, :1]).all()  # the same label at every prefix
+    assert len(set(map(tuple, q.tolist()))) > 20  # queries differ between windows
+    blind = History(h.observations, h.actions, h.rewards, h.dones, h.tasks)
+    with pytest.raises(IclRlError, match="no optimal_actions column.*DPT"):
+        WindowDataset(blind, context=20, target="optimal_actions", queries=True)
+    with pytest.raises(IclRlError, match="target must be optimal_actions"):
+        WindowDataset(h, context=20, queries=True)
+
+
+def test_rollin_sources():
+    """The bandit roll-in pulls i.i.d. from its own Dirichlet / point-mass mix; a random start
+    Dark Room of one-step episodes gives transitions from uniformly random states."""
+    env = GaussianBandit(5, 0.3, means="uniform")
+    tasks = env.sample_tasks(400, torch.Generator().manual_seed(0))
+    assert 0 <= float(tasks.min()) and float(tasks.max()) <= 1 and env.prior[0] == 0.5
+    mix = make_learner("dirichlet_mix", env)
+    h = rollout(env, mix, tasks, 300, env_generator=torch.Generator().manual_seed(1),
+                agent_generator=torch.Generator().manual_seed(2))
+    probs = mix.probs
+    assert torch.allclose(probs.sum(1), torch.ones(400))
+    freq = F.one_hot(h.actions, 5).float().mean(1)
+    assert (freq - probs).abs().mean() < 0.03  # i.i.d. from each history's own mix
+    assert float(probs.max(1).values.std()) > 0.15  # from near uniform to near one arm
+    room = make_env("dark_room", episode_len=1, start="random")
+    goals = room.task_set()[:4].repeat(50, 1)
+    h = rollout(room, make_learner("random", room), goals, 40,
+                env_generator=torch.Generator().manual_seed(3),
+                agent_generator=torch.Generator().manual_seed(4))
+    assert bool(h.dones.all())
+    cells = room.obs_to_state(h.observations.reshape(-1, 2)).bincount(minlength=81)
+    assert int((cells > 0).sum()) == 81 and cells.max() < 3 * cells.float().mean()
+    room.reset(room.task_set()[[0, 40]])
+    expected = room.optimal_episode_return()  # mean over start cells of a 1-step episode
+    assert torch.allclose(expected, torch.tensor([3 / 81, 5 / 81]))
+    with pytest.raises(IclRlError, match="start must be one of"):
+        make_env("dark_room", start="corner")
+
+
+def test_dpt_trains_evaluates_online_and_offline(tmp_path):
+    data = generate(GenerateConfig(out=str(tmp_path / "rollin"), env="gaussian_bandit",
+                                   env_kwargs='{"noise_std": 0.3, "means": "uniform"}',
+                                   learner="dirichlet_mix", num_histories=300, steps=40,
+                                   heldout_fraction=0.2, shard_size=300, seed=0))
+    base = dict(dataset=str(data), model="dpt", context=40, batch_size=8, max_steps=4,
+                warmup_steps=1, eval_every=0, save_every=0, progress=False,
+                model_kwargs={"hidden_size": 16, "num_layers": 1, "num_heads": 2})
+    with pytest.raises(IclRlError, match="--target actions: the dpt family learns "
+                                         "optimal_actions"):
+        train(TrainConfig(out=str(tmp_path / "bad"), target="actions", **base))
+    res = train(TrainConfig(out=str(tmp_path / "run"), **base))
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert config["model_type"] == "icl_rl_dpt" and config["provenance"]["target"] == \
+        "optimal_actions"
+    assert "Decision-Pretrained Transformer" in (tmp_path / "run/model/README.md").read_text()
+    out = evaluate(EvalConfig(model=res["model_dir"], dataset=str(data),
+                              out=str(tmp_path / "eval"), num_tasks=16, episodes=20,
+                              baselines=["source", "greedy", "thompson"],
+                              offline_context=["1", "30"], progress=False))
+    assert set(out["agents"]) == {"model", "source", "greedy", "thompson"}
+    rows = out["offline"]["rows"]
+    assert [r["context"] for r in rows] == [1, 30] and all(r["suboptimality"] >= 0
+                                                           for r in rows)
+    assert "Offline deployment" in (tmp_path / "eval" / "report.md").read_text()
+    with pytest.raises(IclRlError, match="--offline-context: sizes must be >= 1"):
+        evaluate(EvalConfig(model=res["model_dir"], offline_context=["0"]))
