@@ -53,7 +53,8 @@ def table(results: dict) -> str:
                          f"{g['transitions_per_s'] / 1e6:.2f} M transitions/s |")
     if "train" in b:
         for m in b["train"]["models"]:
-            lines.append(f"| training d={m['hidden_size']} L={m['num_layers']} ctx "
+            lines.append(f"| training {m.get('family', 'ad')} d={m['hidden_size']} "
+                         f"L={m['num_layers']} ctx "
                          f"{m['context']} | {m['tokens_per_s']:.0f} tokens/s, "
                          f"{m['fraction_of_matmul']:.0%} of matmul |")
     if "eval" in b:
@@ -68,6 +69,9 @@ def table(results: dict) -> str:
             elif r.get("mode") == "kv_cache_sdpa":
                 lines.append(f"| eval KV cache through SDPA (not the CPU fast path), ctx "
                              f"{r['context']} | {r['actions_per_s']:.0f} actions/s |")
+            elif "gru_over_cached_ad" in r:
+                lines.append(f"| eval GRU (constant state) vs cached AD, {r['context']} steps "
+                             f"of history | {r['gru_over_cached_ad']:.1f}x actions/s |")
             elif "cache_speedup" in r:
                 lines.append(f"| eval cache vs recompute, ctx {r['context']} | "
                              f"{r['cache_speedup']:.0f}x |")

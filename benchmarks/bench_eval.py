@@ -15,7 +15,7 @@ import time
 import torch
 
 from benchmarks.common import best_time, emit, machine, median_time, peak_rss_mb
-from icl_rl.models import ADConfig, ADModel
+from icl_rl.models import ADConfig, ADModel, RecurrentConfig, RecurrentModel
 from icl_rl.policy import ModelAgent
 
 
@@ -89,9 +89,37 @@ def row(context: int, tasks: int, mode: str, t: float, agent: ModelAgent | None 
     return res
 
 
+def family_rows(ad: ADModel, tasks: int, history: int, repeats: int) -> list[dict]:
+    """Acting with `history` steps behind it: the cached transformer (a full ring cache of
+    `history` tokens) and a GRU of the same width (a constant-size state after `history` real
+    steps), timed in turn."""
+    torch.manual_seed(0)
+    d = ad.config.hidden_size
+    gru = RecurrentModel(RecurrentConfig(obs_dim=2, num_actions=5, hidden_size=d,
+                                         num_layers=1)).eval()
+    agent = ModelAgent(gru, greedy=True)
+    agent.reset(tasks)
+    obs = torch.zeros(tasks, 2)
+    r, done = torch.zeros(tasks), torch.zeros(tasks, dtype=torch.bool)
+
+    def gru_step():
+        agent.observe(obs, agent.act(obs), r, obs, done)
+
+    for _ in range(history):  # the history really passes through the state
+        gru_step()
+    cached, cached_agent = stepper(ad, tasks, history, True)
+    t_ad, t_gru = (statistics.median(t) for t in interleaved_times([cached, gru_step], repeats))
+    return [row(history, tasks, "ad_kv_cache", t_ad, cached_agent),
+            {**row(history, tasks, "gru_state", t_gru), "state_bytes": sum(
+                x.numel() * x.element_size() for x in (agent.state.h,)),
+             "hidden_size": d, "num_layers": 1},
+            {"context": history, "gru_over_cached_ad": t_ad / t_gru}]
+
+
 def run(quick: bool = False) -> dict:
-    """Cache vs recompute at contexts 256 and 1024, 256 tasks, d_model 128, 4 layers (--quick,
-    the test suite's smoke run: 64 tasks and fewer rounds)."""
+    """Cache vs recompute at contexts 256 and 1024, 256 tasks, d_model 128, 4 layers, and the
+    GRU against the cached transformer at 1024 steps of history (--quick, the test suite's
+    smoke run: 64 tasks and fewer rounds)."""
     tasks = 64 if quick else 256
     torch.manual_seed(0)
     model = ADModel(ADConfig(obs_dim=2, num_actions=5, hidden_size=128, num_layers=4,
@@ -128,6 +156,7 @@ def run(quick: bool = False) -> dict:
         rows += [cached, row(context, tasks, "kv_cache_sdpa", t_sdpa), full]
         rows.append({"context": context, "cache_speedup": cached["actions_per_s"]
                      / full["actions_per_s"], "fast_path_speedup": t_sdpa / t_fast})
+    rows += family_rows(model, tasks, 1024, 6 if quick else 20)
     return {"benchmark": "eval", "machine": machine(), "memory_bandwidth_gbs": bw,
             "model": {"hidden_size": 128, "num_layers": 4}, "results": rows,
             "peak_rss_mb": peak_rss_mb()}

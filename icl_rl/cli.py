@@ -11,8 +11,10 @@ from icl_rl.errors import IclRlError
 COMMANDS = {
     "generate": ("data_gen.generate", "roll out a source learner on many tasks -> HF dataset"),
     "verify": ("data_gen.verify", "check a dataset's bytes against its card's hashes"),
-    "train": ("training.train", "train an AD transformer on a dataset (accelerate)"),
+    "train": ("training.train", "train a model (ad, dpt, gru) on a dataset (accelerate)"),
     "eval": ("eval.evaluate", "evaluate a trained model in context on held-out tasks"),
+    "probe": ("eval.probe", "linear probes for the task posterior in a model's hidden states"),
+    "compare": ("eval.compare", "several evaluated models side by side: one table, one plot"),
     "sweep": ("pipeline.sweep",
               "ablation sweep: variants of generate -> train -> eval (resumable)"),
     "demo": ("pipeline.demo", "generate -> train -> evaluate on a small bandit default (minutes)"),

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from data_gen.generate import GenerateConfig
 from data_gen.generate import main as generate
+from eval.compare import CompareConfig
+from eval.compare import main as compare
 from eval.evaluate import EvalConfig
 from eval.evaluate import main as evaluate
 from icl_rl.data import WindowDataset
@@ -133,7 +135,7 @@ def test_rollin_sources():
     Dark Room of one-step episodes gives transitions from uniformly random states."""
     env = GaussianBandit(5, 0.3, means="uniform")
     tasks = env.sample_tasks(400, torch.Generator().manual_seed(0))
-    assert 0 <= float(tasks.min()) and float(tasks.max()) <= 1 and env.prior[0] == 0.5
+    assert float(tasks.min()) >= 0 and float(tasks.max()) <= 1 and env.prior[0] == 0.5
     mix = make_learner("dirichlet_mix", env)
     h = rollout(env, mix, tasks, 300, env_generator=torch.Generator().manual_seed(1),
                 agent_generator=torch.Generator().manual_seed(2))
@@ -184,3 +186,16 @@ def test_dpt_trains_evaluates_online_and_offline(tmp_path):
     assert "Offline deployment" in (tmp_path / "eval" / "report.md").read_text()
     with pytest.raises(IclRlError, match="--offline-context: sizes must be >= 1"):
         evaluate(EvalConfig(model=res["model_dir"], offline_context=["0"]))
+    # families side by side: each run's model under its name, the first run's baselines
+    both = compare(CompareConfig(results=[f"dpt={tmp_path / 'eval'}",
+                                          f"again={tmp_path / 'eval' / 'results.json'}"],
+                                 out=str(tmp_path / "cmp"), baselines=["thompson"]))
+    assert list(both["agents"]) == ["dpt", "again", "thompson"]
+    assert (tmp_path / "cmp" / "compare.png").exists()
+    assert "| dpt |" in (tmp_path / "cmp" / "compare.md").read_text()
+    other = json.loads((tmp_path / "eval" / "results.json").read_text())
+    other["episodes"] = 99
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(IclRlError, match="differs from dpt in episodes"):
+        compare(CompareConfig(results=[f"dpt={tmp_path / 'eval'}",
+                                       f"x={tmp_path / 'other.json'}"]))

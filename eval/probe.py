@@ -1,0 +1,345 @@
+"""`icl-rl probe`: can the task posterior be read out of a model's hidden states?
+
+The trained model acts in context on `num_tasks` tasks (its own trajectories). Both it and an
+untrained model of the same architecture (the first control) then replay exactly those
+histories, and each layer's hidden state at a sample of steps is kept: at most
+`steps_per_task` steps per task, so what is held is [tasks, steps_per_task, layers, width]
+whatever the horizon, and one task batch's [batch, steps, layers, width] at a time while
+replaying. Linear probes (scikit-learn ridge regression, its penalty chosen by internal
+cross-validation; logistic regression for yes/no targets) map a layer's state to a target
+computed from the history:
+
+- bandits (Bernoulli: Beta(1, 1) priors; Gaussian: the env's Normal prior): the posterior mean
+  of every arm, the entropy of the posterior over which arm is best, the true arm means;
+- Dark Room: the goal posterior (probability of each cell: uniform over the cells the history
+  has not ruled out), whether the goal has been found, and the true goal cell.
+
+Evaluation is split by task, never by step: 5-fold cross-validation over tasks
+(`GroupKFold`), every task's rows predicted by a probe that never saw that task. R^2 (or
+accuracy) per layer, overall and per step bucket, with a 95% bootstrap CI over tasks. The
+second control fits the same probe to labels shuffled across tasks. A probe that beats both
+controls with non-overlapping CIs says the layer carries the target linearly, more than a
+random network's features of the same inputs do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from icl_rl.config import parse_config, require_positive, save_config
+from icl_rl.errors import IclRlError
+from icl_rl.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Linear probes for the task posterior in a trained model's hidden states."""
+
+    model: str = "runs/model/model"
+    """Trained model folder (or the run folder that holds model/)."""
+    dataset: str | None = None
+    """Dataset it was trained on: gives held-out tasks for finite task sets (default: the one
+    recorded in the model's config)."""
+    out: str = "runs/probe"
+    """Folder for probe.json, probe.md and probe.png."""
+    num_tasks: int = 256
+    """Tasks the model acts on (a finite split is cycled through)."""
+    episodes: int | None = None
+    """Episodes per task (default: the model's context for bandits, 20 for gridworlds)."""
+    steps_per_task: int = 64
+    """Steps per task whose hidden states are kept (evenly spaced): bounds the memory."""
+    batch_size: int = 64
+    """Tasks replayed at once."""
+    buckets: int = 4
+    """Step buckets the R^2 is also reported for (early to late in the history)."""
+    folds: int = 5
+    """Cross-validation folds over tasks."""
+    seed: int = 12345
+    """Seed of the tasks, the env noise, the untrained control and the shuffles."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def targets_for(env, h, keep: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
+    """Probe targets at the kept steps [S] of histories h: name -> (values [N, S, m], kind)
+    with kind "regression" or "classification" (m = 1, integer labels)."""
+    from icl_rl import bayes
+    from icl_rl.envs import BernoulliBandit, DarkRoom, GaussianBandit
+
+    n, t = h.actions.shape
+    keep_t = torch.as_tensor(keep)
+    out = {}
+    if isinstance(env, (BernoulliBandit, GaussianBandit)):
+        k = env.spec.num_actions
+        onehot = torch.nn.functional.one_hot(h.actions, k).double()  # [N, T, K]
+        # statistics of the steps before t (the model's state at t has seen steps < t)
+        counts = (onehot.cumsum(1) - onehot)[:, keep_t]
+        sums = ((onehot * h.rewards.double()[..., None]).cumsum(1)
+                - onehot * h.rewards.double()[..., None])[:, keep_t]
+        if isinstance(env, BernoulliBandit):
+            a, b = 1 + sums, 1 + counts - sums
+            mean = a / (a + b)
+            best = bayes.prob_best_beta(a.reshape(-1, k).numpy(), b.reshape(-1, k).numpy())
+        else:
+            m0, s0 = env.prior
+            precision = 1 / s0**2 + counts / env.noise_std**2
+            mean = (m0 / s0**2 + sums / env.noise_std**2) / precision
+            best = bayes.prob_best_normal(mean.reshape(-1, k).numpy(),
+                                          precision.rsqrt().reshape(-1, k).numpy())
+        best = np.clip(best, 1e-12, 1).reshape(n, len(keep), k)
+        out["posterior_mean"] = (mean.numpy(), "regression")
+        out["best_arm_entropy"] = (-(best * np.log(best)).sum(-1, keepdims=True), "regression")
+        out["true_means"] = (h.tasks.double()[:, None].expand(n, len(keep), k).numpy(),
+                             "regression")
+    elif isinstance(env, DarkRoom):
+        size = env.size
+        cells = env.num_states
+        obs = h.observations.long()
+        landed = torch.cat([obs[:, 1:], obs[:, -1:]], dim=1)  # where step t ended
+        moved = env.move(obs.reshape(-1, 2), h.actions.reshape(-1)).reshape(n, t, 2)
+        landed = torch.where(h.dones[..., None], moved, landed)
+        idx = landed[..., 0] * size + landed[..., 1]  # [N, T]
+        found = (h.rewards > 0).long().cummax(dim=1).values  # found by the end of step t
+        visited = torch.nn.functional.one_hot(idx, cells).cummax(dim=1).values.bool()
+        # before step t: shift by one
+        visited = torch.cat([torch.zeros_like(visited[:, :1]), visited[:, :-1]], dim=1)
+        found = torch.cat([torch.zeros_like(found[:, :1]), found[:, :-1]], dim=1)
+        goal = (h.tasks[:, 0] * size + h.tasks[:, 1]).long()
+        # before the goal is found every landing was unrewarded, so it ruled its cell out (the
+        # goal itself is never among them); once found, the posterior is the goal
+        known = found[:, keep_t, None].bool()
+        unseen = (~visited[:, keep_t]).double()
+        post = torch.where(known, torch.nn.functional.one_hot(goal, cells)[:, None].double(),
+                           unseen / unseen.sum(-1, keepdim=True))
+        out["goal_posterior"] = (post.numpy(), "regression")
+        out["goal_found"] = (found[:, keep_t, None].numpy(), "classification")
+        out["true_goal"] = (h.tasks.double()[:, None].expand(n, len(keep), 2).numpy(),
+                            "regression")
+    else:
+        raise IclRlError(f"icl-rl probe: no posterior targets for {env.spec.name}; probes "
+                         "exist for bernoulli_bandit, gaussian_bandit, dark_room, dark_room_hard")
+    return out
+
+
+def replay_features(model, h, keep: np.ndarray, batch: int) -> np.ndarray:
+    """Every layer's hidden state [N, S, L, d] of `model` at the kept steps of histories h,
+    fed the recorded steps one at a time through its acting protocol (`init_state`, `step`)."""
+    from icl_rl.transitions import sequences
+
+    n, t = h.actions.shape
+    keep_set = {int(s): i for i, s in enumerate(keep)}
+    out = None
+    with torch.no_grad():
+        for s in range(0, n, batch):
+            rows = slice(s, min(s + batch, n))
+            x = sequences(h.observations[rows], h.actions[rows], h.rewards[rows], h.dones[rows])
+            state = model.init_state(x.prev_actions.shape[0])
+            for step in range(t):
+                inputs = type(x)(*(v[:, step] for v in x.as_dict().values()))
+                res = model.step(inputs, state, output_features=step in keep_set)
+                state = res.state
+                if step in keep_set:
+                    f = res.features.float().numpy()
+                    if out is None:
+                        out = np.empty((n, len(keep), *f.shape[1:]), dtype=np.float32)
+                    out[rows, keep_set[step]] = f
+    return out
+
+
+def _bootstrap(per_task: np.ndarray, stat, reps: int, rng: np.random.Generator):
+    """Mean of `stat` over tasks and the half-width of its 95% bootstrap interval."""
+    value = stat(per_task)
+    n = per_task.shape[0]
+    draws = [stat(per_task[rng.integers(0, n, n)]) for _ in range(reps)]
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return float(value), float((hi - lo) / 2)
+
+
+def probe_scores(x: np.ndarray, y: np.ndarray, kind: str, folds: int, buckets: int,
+                 seed: int) -> dict:
+    """Cross-validated (by task) scores of a linear probe from x [N, S, d] to y [N, S, m]:
+    R^2 (regression, pooled over outputs) or accuracy; overall and per step bucket, each with
+    a 95% bootstrap CI over tasks."""
+    from sklearn.linear_model import LogisticRegression, RidgeCV
+    from sklearn.model_selection import GroupKFold
+    from sklearn.preprocessing import StandardScaler
+
+    n, s, d = x.shape
+    groups = np.repeat(np.arange(n), s)
+    xf = x.reshape(n * s, d)
+    yf = y.reshape(n * s, -1)
+    pred = np.zeros_like(yf, dtype=np.float64)
+    for train, test in GroupKFold(n_splits=min(folds, n)).split(xf, yf, groups):
+        scaler = StandardScaler().fit(xf[train])
+        a, b = scaler.transform(xf[train]), scaler.transform(xf[test])
+        if kind == "regression":
+            fit = RidgeCV(alphas=np.logspace(-3, 3, 7)).fit(a, yf[train])
+            pred[test] = fit.predict(b).reshape(len(test), -1)
+        else:
+            labels = yf[train, 0]
+            if len(np.unique(labels)) < 2:
+                pred[test, 0] = labels[0]
+            else:
+                clf = LogisticRegression(max_iter=500).fit(a, labels)
+                pred[test, 0] = clf.predict(b)
+    pred = pred.reshape(n, s, -1)
+    rng = np.random.default_rng(seed)
+    if kind == "regression":
+        mean = y.reshape(-1, y.shape[-1]).mean(0)
+
+        def stat(rows):  # rows [n, S, 2, m]: pooled R^2 over outputs
+            yy, pp = rows[..., 0, :], rows[..., 1, :]
+            ss_res = ((yy - pp) ** 2).sum()
+            ss_tot = ((yy - mean) ** 2).sum()
+            return 1 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+    else:
+        def stat(rows):
+            return float((rows[..., 0, :] == rows[..., 1, :]).mean())
+    both = np.stack([y.astype(np.float64), pred], axis=2)  # [N, S, 2, m]
+    score, ci = _bootstrap(both, stat, 200, rng)
+    per_bucket = []
+    for chunk in np.array_split(np.arange(s), buckets):
+        per_bucket.append(_bootstrap(both[:, chunk], stat, 200, rng))
+    return {"score": score, "ci95": ci, "buckets": [v for v, _ in per_bucket],
+            "buckets_ci95": [c for _, c in per_bucket]}
+
+
+def main(config: ProbeConfig) -> dict:
+    """Run the model, replay it and its untrained twin, fit the probes; write the outputs."""
+    from icl_rl.dataset import read_card
+    from icl_rl.envs import make_env
+    from icl_rl.models import load_model
+    from icl_rl.policy import ModelAgent
+    from icl_rl.rng import TaskGenerators
+    from icl_rl.rollout import History, rollout
+    from icl_rl.tasks import eval_tasks
+
+    require_positive(config, "num_tasks", "steps_per_task", "batch_size", "buckets")
+    if config.folds < 2:
+        raise IclRlError(f"--folds must be >= 2, got {config.folds}")
+    model = load_model(config.model).eval()
+    mc = model.config
+    env = make_env(mc.env_name, **mc.env_params)
+    dataset = config.dataset or mc.provenance.get("dataset")
+    meta = read_card(dataset) if dataset and Path(dataset).exists() else None
+    tasks, tasks_from = eval_tasks(env, meta, config.num_tasks, config.seed, "test")
+    if config.num_tasks < config.folds:
+        raise IclRlError(f"--num-tasks {config.num_tasks}: need at least --folds tasks")
+    episodes = config.episodes or (mc.max_context if env.spec.episode_len == 1 else 20)
+    steps = episodes * env.spec.episode_len
+    keep = np.unique(np.linspace(0, steps - 1, min(config.steps_per_task, steps)).astype(int))
+    parts = []
+    for s in range(0, config.num_tasks, config.batch_size):
+        idx = range(s, min(s + config.batch_size, config.num_tasks))
+        parts.append(rollout(env, ModelAgent(model), tasks[idx.start:idx.stop], steps,
+                             env_generator=TaskGenerators.for_tasks(config.seed, 1, idx),
+                             agent_generator=TaskGenerators.for_tasks(config.seed, 2, idx)))
+    h = History.cat(parts)
+    torch.manual_seed(config.seed)
+    untrained = type(model)(mc).eval()
+    features = {"trained": replay_features(model, h, keep, config.batch_size),
+                "untrained": replay_features(untrained, h, keep, config.batch_size)}
+    targets = targets_for(env, h, keep)
+    rng = np.random.default_rng(config.seed)
+    shuffle = rng.permutation(config.num_tasks)
+    layers = features["trained"].shape[2]
+    results = {"model": config.model, "env": {"name": mc.env_name, "params": env.params()},
+               "num_tasks": config.num_tasks, "tasks_from": tasks_from, "steps": steps,
+               "kept_steps": keep.tolist(), "layers": layers, "folds": config.folds,
+               "memory_bytes": int(sum(f.nbytes for f in features.values())),
+               "targets": {}}
+    for name, (y, kind) in targets.items():
+        rows = {"trained": [], "untrained": [], "shuffled": []}
+        for layer in range(layers):
+            for which in ("trained", "untrained"):
+                x = features[which][:, :, layer]
+                rows[which].append(probe_scores(x, y, kind, config.folds, config.buckets,
+                                                config.seed))
+            rows["shuffled"].append(probe_scores(features["trained"][:, :, layer], y[shuffle],
+                                                 kind, config.folds, config.buckets,
+                                                 config.seed))
+        results["targets"][name] = {"kind": kind, **rows}
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "probe.json", json.dumps(results, indent=1))
+    atomic_write_text(out / "probe.md", probe_report(results))
+    plot_probes(results, out / "probe.png")
+    save_config(config, out / "probe_config.json")
+    return results
+
+
+def best_layer(rows: list[dict]) -> int:
+    """Index of the layer with the highest score."""
+    scores = [r["score"] if not math.isnan(r["score"]) else -np.inf for r in rows]
+    return int(np.argmax(scores))
+
+
+def probe_report(results: dict) -> str:
+    """probe.md: per target, the score per layer for the model and both controls."""
+    lines = [f"# Belief probes\n\n- model: `{results['model']}` on `{results['env']['name']}`"
+             f"\n- {results['num_tasks']} tasks ({results['tasks_from']}), {results['steps']} "
+             f"steps each, {len(results['kept_steps'])} kept per task; {results['folds']}-fold "
+             "cross-validation by task; 95% bootstrap CIs over tasks\n"]
+    for name, t in results["targets"].items():
+        metric = "R^2" if t["kind"] == "regression" else "accuracy"
+        lines += [f"## {name} ({metric})\n",
+                  "| layer | trained model | untrained model | shuffled labels |",
+                  "|---|---|---|---|"]
+        for layer in range(results["layers"]):
+            cells = [f"{t[w][layer]['score']:.3f} ± {t[w][layer]['ci95']:.3f}"
+                     for w in ("trained", "untrained", "shuffled")]
+            lines.append(f"| {layer + 1} | " + " | ".join(cells) + " |")
+        b = best_layer(t["trained"])
+        r = t["trained"][b]
+        buckets = ", ".join(f"{v:.3f} ± {c:.3f}" for v, c in zip(r["buckets"], r["buckets_ci95"],
+                                                                  strict=True))
+        lines.append(f"\nBest layer {b + 1}; by step bucket (early to late): {buckets}\n")
+    return "\n".join(lines) + "\n"
+
+
+def plot_probes(results: dict, path: Path) -> None:
+    """probe.png: per target, the score per layer for the model and both controls."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["targets"])
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.8), squeeze=False)
+    layers = np.arange(1, results["layers"] + 1)
+    for ax, name in zip(axes[0], names, strict=True):
+        t = results["targets"][name]
+        for which in ("trained", "untrained", "shuffled"):
+            v = np.array([r["score"] for r in t[which]])
+            c = np.array([r["ci95"] for r in t[which]])
+            ax.errorbar(layers, v, yerr=c, marker="o", capsize=3, label=which)
+        ax.set_title(name)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("R^2" if t["kind"] == "regression" else "accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def cli(argv: list[str] | None = None) -> dict:
+    """Parse flags and run."""
+    return main(parse_config(ProbeConfig, argv, prog="icl-rl probe"))
+
+
+if __name__ == "__main__":
+    from icl_rl.cli import run
+
+    run("probe")
