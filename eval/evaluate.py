@@ -38,6 +38,7 @@ from icl_rl.tasks import SPLITS, eval_tasks
 log = logging.getLogger(__name__)
 # Baselines that only bandits have; elsewhere they are left out of the default list.
 BANDIT_BASELINES = ("ucb", "thompson", "greedy", "epsilon_greedy", "dirichlet_mix")
+# (bayes_optimal: Bernoulli bandits, exact where the dynamic program fits, else "gittins")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,10 @@ class EvalConfig:
     baselines: list[str] = field(
         default_factory=lambda: ["source", "random", "oracle", "ucb", "thompson"])
     """Agents next to the model, space- or comma-separated (ucb, thompson only for bandits;
-    others: any learner name)."""
+    posterior_sampling: thompson on bandits, the goal posterior sampler on Dark Room;
+    bayes_optimal: Bernoulli bandits, the exact Bayes-optimal policy for the evaluation's
+    horizon where its dynamic program fits, else the Gittins-index approximation, shown as
+    `gittins`; others: any learner name)."""
     improvement_k: int | None = None
     """Episodes averaged at each end for the in-context improvement (default: episodes // 10)."""
     seed: int = 12345
@@ -162,6 +166,13 @@ def main(config: EvalConfig) -> dict:
             continue
         elif learner is not None and b == learner["name"] and "source" in agents:
             continue  # the source learner already runs, with its own hyperparameters
+        elif b == "posterior_sampling" and env.has_expected_rewards:
+            agents[b] = make_learner("thompson", env)  # a bandit's posterior sampling
+        elif b == "bayes_optimal":
+            if not env.has_expected_rewards:
+                continue
+            agent = make_learner(b, env, horizon=steps)
+            agents[b if agent.exact else "gittins"] = agent  # exact, or the approximation
         else:
             agents[b] = make_learner(b, env)
 

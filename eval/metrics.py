@@ -324,6 +324,84 @@ def regret_ratios(results: dict) -> str:
     return "\nRegret of the model relative to each baseline:\n\n" + "\n".join(lines) + "\n"
 
 
+def reference_probs(h: History, env: Env):
+    """Posterior sampling's action distribution [N, T, A] along the History's own trajectory
+    (the exact one: icl_rl.bayes), or None where the env has no tractable posterior."""
+    from icl_rl import bayes
+    from icl_rl.envs import BernoulliBandit, DarkRoom, GaussianBandit
+
+    k = env.spec.num_actions
+    if isinstance(env, BernoulliBandit):
+        return bayes.bandit_reference_probs(h.actions, h.rewards, k, "bernoulli")
+    if isinstance(env, GaussianBandit):
+        mean, std = env.prior
+        return bayes.bandit_reference_probs(h.actions, h.rewards, k, "gaussian", prior_mean=mean,
+                                            prior_std=std, noise_std=env.noise_std)
+    if isinstance(env, DarkRoom):
+        return bayes.darkroom_reference_probs(h.observations, h.actions, h.rewards, h.dones,
+                                              env.size)
+    return None
+
+
+def policy_divergence(h: History, ctx: Context) -> dict:
+    """Per step, KL(agent || posterior sampling) and the total variation between them, along
+    the agent's own trajectory: the mean over steps per task (mean and 95% CI over tasks) and
+    the per-step curve. For Bernoulli bandits whose horizon the exact dynamic program fits,
+    the total variation to the Bayes-optimal policy too."""
+    from icl_rl import bayes
+
+    ref = reference_probs(h, ctx.env)
+    if ref is None:
+        return {}
+    p = h.extras["action_probs"].float()
+    out = {}
+    for key, d in (("kl_to_ps", bayes.kl_divergence(p, ref)),
+                   ("tv_to_ps", bayes.total_variation(p, ref))):
+        d = d.double().numpy()  # [N, T]
+        m, c = mean_ci(d.mean(axis=1)[:, None])
+        curve, curve_ci = mean_ci(d)
+        out.update({key: float(m[0]), f"{key}_ci95": float(c[0]), f"{key}_curve": curve.tolist(),
+                    f"{key}_curve_ci95": curve_ci.tolist()})
+    optimal = bayes_optimal_policy(ctx.env, h.num_steps)
+    if optimal is not None:
+        bo = bayes.bayes_optimal_reference_probs(h.actions, h.rewards, optimal)
+        m, c = mean_ci(bayes.total_variation(p, bo).double().numpy().mean(axis=1)[:, None])
+        out.update({"tv_to_bayes_optimal": float(m[0]), "tv_to_bayes_optimal_ci95": float(c[0])})
+    return out
+
+
+def bayes_optimal_policy(env: Env, horizon: int):
+    """The exact Bayes-optimal policy for a Bernoulli bandit of this horizon, or None where the
+    dynamic program does not fit (`icl_rl.learners.bayes`)."""
+    from icl_rl.envs import BernoulliBandit
+    from icl_rl.learners.bayes import _policy
+
+    if not isinstance(env, BernoulliBandit):
+        return None
+    try:
+        policy, exact = _policy(env.spec.num_actions, horizon, "exact", 50_000_000)
+    except IclRlError:
+        return None
+    return policy if exact else None
+
+
+def plot_divergence(ax, results: dict) -> None:
+    """KL to posterior sampling per step."""
+    draw_curves(ax, results, "kl_to_ps_curve", "kl_to_ps_curve_ci95",
+                window=max(1, len(next(iter(results["agents"].values())).get(
+                    "kl_to_ps_curve", [0])) // 50))
+    ax.set_xlabel("step")
+    ax.set_ylabel("KL(agent || posterior sampling), nats")
+    ax.set_title("distance from posterior sampling")
+
+
+DIVERGENCE_NOTE = """
+KL and TV compare, at every step of an agent's own trajectory, the distribution it drew its
+action from with posterior sampling's given the same history (Bandits: P(arm is best | history),
+exactly; Dark Room: the share of still-possible goals each action heads for). Agents that do not
+report their action distribution have no entry."""
+
+
 def _pct(key: str, fmt: str) -> Callable[[dict, int], str]:
     """A cell showing `key` with `fmt`, empty where it is None."""
     return lambda a, k: "" if a[key] is None else format(a[key], fmt)
@@ -374,5 +452,16 @@ for _metric in (
            summary=("final_regret", "final_regret_ci95"),
            series=(Series("cumulative_regret_mean", "cumulative regret", "step"),),
            plot=plot_cumulative_regret, after_table=regret_ratios),
+    Metric("policy_divergence", policy_divergence, needs=frozenset({"action_probs"}),
+           applies=lambda env: env.has_tractable_posterior,
+           columns=(Column("KL to posterior sampling, nats (95% CI)", ("kl_to_ps", "kl_to_ps_ci95"),
+                           lambda a, k: f"{a['kl_to_ps']:.3f} ± {a['kl_to_ps_ci95']:.3f}"),
+                    Column("TV to posterior sampling", ("tv_to_ps",),
+                           lambda a, k: f"{a['tv_to_ps']:.3f}"),
+                    Column("TV to Bayes-optimal", ("tv_to_bayes_optimal",),
+                           lambda a, k: f"{a['tv_to_bayes_optimal']:.3f}")),
+           summary=("kl_to_ps", "kl_to_ps_ci95", "tv_to_ps", "tv_to_bayes_optimal"),
+           series=(Series("kl_to_ps_curve", "KL to posterior sampling", "step"),),
+           plot=plot_divergence, note=DIVERGENCE_NOTE.lstrip("\n")),
 ):
     register_metric(_metric)

@@ -25,6 +25,11 @@ class Bandit(Env):
         # that pulls the same action tensor uses it and forgets it
         self._mean = (None, None)
 
+    @property
+    def has_tractable_posterior(self) -> bool:
+        """Beta or Normal posteriors per arm."""
+        return True
+
     def reset_env(self) -> Tensor:
         """Bandits have no state: every episode starts from the same constant observation."""
         self._mean = (None, None)

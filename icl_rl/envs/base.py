@@ -100,6 +100,12 @@ class Env:
         return hasattr(self, "expected_reward")
 
     @property
+    def has_tractable_posterior(self) -> bool:
+        """The task posterior given a history is exact and cheap (bandits, Dark Room): the
+        divergence from posterior sampling can be measured."""
+        return False
+
+    @property
     def is_episodic(self) -> bool:
         """Episodes last more than one step (gridworlds); a bandit episode is one pull."""
         return self.spec.episode_len > 1

@@ -102,6 +102,11 @@ class DarkRoom(GridWorld):
             goal = cells.repeat_interleave(len(cells), dim=0)
             self.oracle_table = self.toward(cells.repeat(len(cells), 1), goal)
 
+    @property
+    def has_tractable_posterior(self) -> bool:
+        """Uniform over the cells a history has not ruled out."""
+        return True
+
     def task_set(self) -> Tensor:
         """Every goal cell [size^2, 2] (as floats, the task parameter dtype)."""
         return self.cells().float()

@@ -9,6 +9,7 @@ from icl_rl.envs.base import Env
 from icl_rl.errors import IclRlError
 from icl_rl.learners.bandits import UCB1, DirichletMix, EpsilonGreedy, Greedy, Thompson
 from icl_rl.learners.base import Learner, RandomAgent
+from icl_rl.learners.bayes import BayesOptimal
 from icl_rl.learners.posterior import GoalPosteriorSampling
 from icl_rl.learners.ppo import PPO
 from icl_rl.learners.tabular import NoiseDistill, QLearning
@@ -24,6 +25,7 @@ LEARNERS: dict[str, type[Learner]] = {
     "noise_distill": NoiseDistill,
     "posterior_sampling": GoalPosteriorSampling,
     "ppo": PPO,
+    "bayes_optimal": BayesOptimal,
 }
 
 
@@ -67,4 +69,4 @@ def compatible_pairs() -> list[tuple[str, str]]:
 __all__ = ["compatible_pairs", "Agent", "Learner", "LEARNERS", "make_learner", "RandomAgent",
            "EpsilonGreedy", "Greedy", "UCB1", "Thompson", "DirichletMix", "QLearning",
            "NoiseDistill", "PPO",
-           "GoalPosteriorSampling"]
+           "GoalPosteriorSampling", "BayesOptimal"]

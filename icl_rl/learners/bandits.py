@@ -208,6 +208,21 @@ class Thompson(BanditLearner):
         """Probability matching."""
         return first_argmax(self.posterior_sample())
 
+    def action_probs(self, obs: Tensor) -> Tensor:
+        """The exact distribution `act` draws from [N, K]: P(arm i's posterior sample is the
+        largest), by quadrature over the posteriors of the current counts."""
+        from icl_rl.bayes import prob_best_beta, prob_best_normal  # scipy, only when asked
+
+        p = self.params
+        counts, sums = self.counts.double().cpu().numpy(), self.sums.double().cpu().numpy()
+        if self.bernoulli:
+            probs = prob_best_beta(p.prior_alpha + sums, p.prior_beta + counts - sums)
+        else:  # the Normal posterior of posterior_sample
+            precision = 1.0 / self.prior_std**2 + counts / self.noise_var
+            mean = (self.prior_mean / self.prior_std**2 + sums / self.noise_var) / precision
+            probs = prob_best_normal(mean, precision**-0.5)
+        return torch.from_numpy(probs).float().to(obs.device)
+
 
 @dataclass(frozen=True)
 class DirichletMixParams(LearnerParams):

@@ -56,6 +56,7 @@ class GoalPosteriorSampling(Learner):
         self.possible = torch.ones(n, self.env.num_states, dtype=torch.bool)
         self.known = torch.zeros(n, dtype=torch.bool)
         self.target = torch.full((n,), -1, dtype=torch.long)  # none yet: sampled at the first act
+        self.resampled = torch.ones(n, dtype=torch.bool)  # whether the last act drew the target
         self.rows = torch.arange(n)
 
     def act(self, obs: Tensor) -> Tensor:
@@ -64,8 +65,25 @@ class GoalPosteriorSampling(Learner):
         candidate = torch.where(self.possible, u, -1.0).argmax(dim=1)  # uniform among possible
         stale = (self.target < 0) | ~self.possible[self.rows, self.target.clamp(min=0)]
         self.target = torch.where(stale, candidate, self.target)
+        self.resampled = stale
         plan = self.env.toward(obs.long(), self.cells[self.target])
         return self.explore(plan, self.params.epsilon)
+
+    def action_probs(self, obs: Tensor) -> Tensor:
+        """The distribution the last `act` drew its action from [N, 5]: where it drew a new
+        target, the toward-action of a goal uniform over the possible cells; elsewhere the
+        toward-action of the kept target (one-hot); mixed with epsilon / 5 uniform."""
+        from icl_rl.bayes import goal_posterior_action_probs  # scipy, only when asked
+
+        pos = obs.long().cpu()
+        plan = self.env.toward(pos, self.cells[self.target])
+        probs = torch.nn.functional.one_hot(plan, self.spec.num_actions).float()
+        rows = self.resampled.nonzero()[:, 0]
+        if rows.numel():
+            probs[rows] = goal_posterior_action_probs(self.possible[rows], pos[rows],
+                                                      self.env.size)
+        eps = self.params.epsilon
+        return ((1.0 - eps) * probs + eps / self.spec.num_actions).to(obs.device)
 
     def observe(self, obs, action, reward, next_obs, done) -> None:
         """Rule out the cell the step ended on, or learn that it is the goal."""
