@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-MODULES = ["bench_envs", "bench_generate", "bench_train", "bench_eval", "bench_streaming"]
+MODULES = ["bench_envs", "bench_generate", "bench_train", "bench_eval", "bench_streaming",
+           "bench_bayes"]
 NAMES = [m.removeprefix("bench_") for m in MODULES]
 
 
@@ -75,6 +76,11 @@ def table(results: dict) -> str:
             elif "cache_speedup" in r:
                 lines.append(f"| eval cache vs recompute, ctx {r['context']} | "
                              f"{r['cache_speedup']:.0f}x |")
+    if "bayes" in b:
+        r = b["bayes"]
+        lines.append(f"| divergence + probes, {r['tasks']} tasks x {r['steps']} steps | "
+                     f"{r['divergence_and_probes_s']:.0f} s ({r['probe_fits']} probe fits; "
+                     f"{r['held_features_bytes'] / 2**20:.0f} MiB of hidden states held) |")
     if "streaming" in b:
         lines.append(f"| streamed training peak RSS, 10x data / 1x | "
                      f"{b['streaming']['streamed_ratio_10x_vs_1x']:.2f} |")
