@@ -149,6 +149,11 @@ class UCB1(BanditLearner):
                                                                     float("inf"))
         return first_argmax(score)
 
+    def action_probs(self, obs: Tensor) -> Tensor:
+        """UCB1 is deterministic: all mass on the arm `act` takes [N, K] (call before act
+        changes nothing: it reads the same counts)."""
+        return F.one_hot(self.act(obs), self.spec.num_actions).float().to(obs.device)
+
 
 @dataclass(frozen=True)
 class ThompsonParams(LearnerParams):
