@@ -2,8 +2,9 @@
 
 Exact where the dynamic program fits in `max_states` (`icl_rl.bayes.BernoulliBayesOptimal`; with
 the default 5e7 states: 2 arms up to 184 pulls, 3 arms 54, 4 arms 31, 5 arms 22); beyond that the
-Gittins-index policy, an approximation, and `exact` says which one runs. Ties split evenly and the action is drawn from that split
-(one categorical [N] per step), so `action_probs` is the distribution acted on.
+Gittins-index policy, an approximation, and `exact` says which one runs. Ties split evenly
+and the action is drawn from that split (one categorical [N] per step), so `action_probs` is
+the distribution acted on.
 """
 
 from __future__ import annotations
