@@ -206,7 +206,11 @@ def main(config: EvalConfig) -> dict:
     task_oracle = env.optimal_episode_return().double().numpy()  # [N]
     oracle_return = float(task_oracle.mean())
     metrics = metrics_for(env)
-    ctx = Context(env, task_oracle, k, config.episodes)
+    source = None
+    if learner is not None and learner["name"] not in ("random", "dirichlet_mix"):  # learns
+        source = make_learner(learner["name"], env, **learner["params"])
+        source = source if callable(getattr(source, "action_probs", None)) else None
+    ctx = Context(env, task_oracle, k, config.episodes, source=source)
     for name, h in histories.items():
         results["agents"][name] = compute_metrics(h, ctx, metrics)
     results["oracle_episode_return"] = oracle_return

@@ -38,6 +38,9 @@ class Context:
     task_oracle: np.ndarray  # [N] the oracle's episode return on each task
     k: int  # episodes averaged at each end of the curve (--improvement-k)
     episodes: int  # episodes per task
+    # a fresh instance of the source learner, when it reports its action distribution: the
+    # policy a distilled model is compared with along the model's own trajectory
+    source: Any = None
 
     @property
     def oracle_return(self) -> float:
@@ -362,12 +365,37 @@ def policy_divergence(h: History, ctx: Context) -> dict:
         curve, curve_ci = mean_ci(d)
         out.update({key: float(m[0]), f"{key}_ci95": float(c[0]), f"{key}_curve": curve.tolist(),
                     f"{key}_curve_ci95": curve_ci.tolist()})
+    if ctx.source is not None:
+        try:
+            src = replay_probs(ctx.source, h)
+        except IclRlError:  # e.g. a Bayes-optimal source planned for fewer steps
+            src = None
+        if src is not None:
+            tv = bayes.total_variation(p, src).double().numpy().mean(axis=1)
+            m, c = mean_ci(tv[:, None])
+            out.update({"tv_to_source": float(m[0]), "tv_to_source_ci95": float(c[0])})
     optimal = bayes_optimal_policy(ctx.env, h.num_steps)
     if optimal is not None:
         bo = bayes.bayes_optimal_reference_probs(h.actions, h.rewards, optimal)
         m, c = mean_ci(bayes.total_variation(p, bo).double().numpy().mean(axis=1)[:, None])
         out.update({"tv_to_bayes_optimal": float(m[0]), "tv_to_bayes_optimal_ci95": float(c[0])})
     return out
+
+
+def replay_probs(learner, h: History):
+    """The action distribution [N, T, A] a learner would act with at every step of someone
+    else's history: it is fed the recorded transitions (teacher forcing), never acts."""
+    import torch
+
+    n, t = h.actions.shape
+    learner.reset(n, torch.Generator().manual_seed(0))
+    out = []
+    for i in range(t):
+        obs = h.observations[:, i]
+        out.append(learner.action_probs(obs))
+        nxt = h.observations[:, min(i + 1, t - 1)]
+        learner.observe(obs, h.actions[:, i], h.rewards[:, i], nxt, h.dones[:, i])
+    return torch.stack(out, dim=1).float()
 
 
 def bayes_optimal_policy(env: Env, horizon: int):
@@ -398,8 +426,9 @@ def plot_divergence(ax, results: dict) -> None:
 DIVERGENCE_NOTE = """
 KL and TV compare, at every step of an agent's own trajectory, the distribution it drew its
 action from with posterior sampling's given the same history (Bandits: P(arm is best | history),
-exactly; Dark Room: the share of still-possible goals each action heads for). Agents that do not
-report their action distribution have no entry."""
+exactly; Dark Room: the share of still-possible goals each action heads for). TV to the source
+is to the distribution the source learner would act with, fed the agent's own history. Agents
+that do not report their action distribution have no entry."""
 
 
 def _pct(key: str, fmt: str) -> Callable[[dict, int], str]:
@@ -459,8 +488,12 @@ for _metric in (
                     Column("TV to posterior sampling", ("tv_to_ps",),
                            lambda a, k: f"{a['tv_to_ps']:.3f}"),
                     Column("TV to Bayes-optimal", ("tv_to_bayes_optimal",),
-                           lambda a, k: f"{a['tv_to_bayes_optimal']:.3f}")),
-           summary=("kl_to_ps", "kl_to_ps_ci95", "tv_to_ps", "tv_to_bayes_optimal"),
+                           lambda a, k: f"{a['tv_to_bayes_optimal']:.3f}"),
+                    Column("TV to the source's policy (95% CI)",
+                           ("tv_to_source", "tv_to_source_ci95"),
+                           lambda a, k: f"{a['tv_to_source']:.3f} ± {a['tv_to_source_ci95']:.3f}")),
+           summary=("kl_to_ps", "kl_to_ps_ci95", "tv_to_ps", "tv_to_bayes_optimal",
+                    "tv_to_source"),
            series=(Series("kl_to_ps_curve", "KL to posterior sampling", "step"),),
            plot=plot_divergence, note=DIVERGENCE_NOTE.lstrip("\n")),
 ):

@@ -31,6 +31,10 @@ def test_posterior_sampling_is_zero_and_others_are_not(env_name):
     for name in ("random", "ucb", "greedy"):
         assert div[name]["kl_to_ps"] > 10 * div["thompson"]["kl_to_ps"] + 0.05, name
     assert len(div["ucb"]["kl_to_ps_curve"]) == 150
+    # the source's policy replayed along an agent's own history (teacher forcing)
+    with_source = Context(env, np.ones(64), 10, 150, source=make_learner("ucb", env))
+    assert policy_divergence(run(env, "ucb"), with_source)["tv_to_source"] < 1e-6
+    assert policy_divergence(run(env, "thompson"), with_source)["tv_to_source"] > 0.1
 
 
 def test_bayes_optimal_agent_and_its_divergence():
