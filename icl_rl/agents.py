@@ -52,8 +52,8 @@ def check_extras(agent, names) -> list[str]:
             raise IclRlError(f"unknown rollout extra {name!r}; choose among {', '.join(EXTRAS)}")
         if not callable(getattr(agent, name, None)):
             raise IclRlError(f"{type(agent).__name__} does not record {name}; ask it of an "
-                             "agent that does (trained models; random, oracle, epsilon-greedy "
-                             "for action_probs)")
+                             "agent that does (trained models; random, oracle, the bandit "
+                             "learners and posterior sampling for action_probs)")
     if names and hasattr(agent, "request_extras"):
         agent.request_extras(set(names))
     return names

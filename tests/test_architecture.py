@@ -165,7 +165,7 @@ def test_rollout_extras_cost_nothing_unless_asked(toy_family):
     eps = rollout(env, make_learner("epsilon_greedy", env), tasks, 10,
                   extras=("action_probs",)).extras["action_probs"]
     assert torch.allclose(eps.sum(-1), torch.ones(6, 10))
-    with pytest.raises(IclRlError, match="UCB1 does not record action_probs"):
-        rollout(env, make_learner("ucb", env), tasks, 5, extras=("action_probs",))
+    with pytest.raises(IclRlError, match="UCB1 does not record features"):
+        rollout(env, make_learner("ucb", env), tasks, 5, extras=("features",))
     with pytest.raises(IclRlError, match="unknown rollout extra 'logits'"):
         rollout(env, ModelAgent(model), tasks, 5, extras=("logits",))
