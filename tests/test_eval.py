@@ -229,5 +229,22 @@ def test_eval_numbers_do_not_depend_on_batch_size(trained, tmp_path):
                                    out=str(tmp_path / f"b{batch}")))["agents"]
 
     full, small, odd = run(None), run(16), run(7)
-    assert full == small == odd  # every curve, CI and regret, bit for bit
+
+    def split(agents):  # the divergence from posterior sampling apart: it reads the agents'
+        # action distributions, which Thompson sampling computes by quadrature over its batch
+        # (float rounding differs with the batch, by ~1e-9)
+        exact = {a: {k: v for k, v in r.items() if not k.startswith(("kl_", "tv_"))}
+                 for a, r in agents.items()}
+        close = {a: {k: v for k, v in r.items() if k.startswith(("kl_", "tv_"))}
+                 for a, r in agents.items()}
+        return exact, close
+
+    (e_full, c_full), (e_small, c_small), (e_odd, c_odd) = map(split, (full, small, odd))
+    assert e_full == e_small == e_odd  # every curve, CI and regret, bit for bit
+    for other in (c_small, c_odd):
+        for a, r in c_full.items():
+            assert r.keys() == other[a].keys()
+            for k, v in r.items():
+                assert np.allclose(v, other[a][k], rtol=1e-6, atol=1e-9), (a, k)
+    assert c_full["model"]["kl_to_ps"] > 0
     assert full["model"]["final_regret"] != full["random"]["final_regret"]
