@@ -482,7 +482,7 @@ for _metric in (
            series=(Series("cumulative_regret_mean", "cumulative regret", "step"),),
            plot=plot_cumulative_regret, after_table=regret_ratios),
     Metric("policy_divergence", policy_divergence, needs=frozenset({"action_probs"}),
-           applies=lambda env: env.has_tractable_posterior,
+           applies=lambda env: getattr(env, "has_tractable_posterior", False),
            columns=(Column("KL to posterior sampling, nats (95% CI)", ("kl_to_ps", "kl_to_ps_ci95"),
                            lambda a, k: f"{a['kl_to_ps']:.3f} ± {a['kl_to_ps_ci95']:.3f}"),
                     Column("TV to posterior sampling", ("tv_to_ps",),

@@ -75,6 +75,10 @@ def test_metrics_apply_by_capability_not_class():
     # any object with the capabilities gets the metrics that need them
     both = SimpleNamespace(has_expected_rewards=True, is_episodic=True, has_finite_tasks=False)
     assert {"cumulative_regret", "search_exploit"} <= set(names(metrics_for(both)))
+    assert "policy_divergence" not in names(metrics_for(both))  # no posterior capability
+    exact = SimpleNamespace(has_expected_rewards=True, is_episodic=False, has_finite_tasks=False,
+                            has_tractable_posterior=True)
+    assert "policy_divergence" in names(metrics_for(exact))
 
 
 def test_bandit_metrics_on_a_hand_made_history():
