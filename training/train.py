@@ -42,6 +42,7 @@ from icl_rl.models import (
     build_model,
     check_env,
     family_config,
+    family_of,
     family_options,
     load_model,
 )
@@ -170,10 +171,7 @@ def validate(config: TrainConfig) -> None:
                          f"{', '.join(sorted(FAMILIES))}")
     # the family's option names and its own rules (e.g. width divisible by heads), now
     family_config(config.model, config.model_options())
-    allowed = FAMILIES[config.model][1].targets
-    if config.target is not None and config.target not in allowed:
-        raise IclRlError(f"--target {config.target}: the {config.model} family learns "
-                         f"{' or '.join(allowed)}; leave --target unset")
+    family_target(config.target, FAMILIES[config.model][1], config.model)
     if config.schedule not in ("cosine", "linear", "constant"):
         raise IclRlError(f"--schedule must be cosine, linear or constant, got {config.schedule!r}")
     if not config.lr > 0 or not config.max_grad_norm >= 0:
@@ -204,14 +202,20 @@ def make_model(config: TrainConfig, meta: dict) -> FamilyModel:
                        max_context=config.context, hidden_inputs=config.hide_inputs)
 
 
-def with_target(config: TrainConfig, model: FamilyModel) -> TrainConfig:
-    """`config` with --target resolved: the family's default when unset, checked otherwise."""
-    allowed = type(model).targets
-    target = config.target or allowed[0]
-    if target not in allowed:
-        raise IclRlError(f"--target {target}: a {model.config.model_type} model learns "
+def family_target(target: str | None, model_class: type[FamilyModel], family: str) -> str:
+    """--target for a family: its default when unset, else checked against what it learns."""
+    allowed = model_class.targets
+    if target is not None and target not in allowed:
+        raise IclRlError(f"--target {target}: the {family} family learns "
                          f"{' or '.join(allowed)}; leave --target unset")
-    return dataclasses.replace(config, target=target)
+    return target or allowed[0]
+
+
+def with_target(config: TrainConfig, model: FamilyModel) -> TrainConfig:
+    """`config` with --target resolved for the model's family (an --init-model's own)."""
+    family = family_of(model.config.model_type) or model.config.model_type
+    return dataclasses.replace(config, target=family_target(config.target, type(model),
+                                                           family))
 
 
 def find_checkpoint(out: Path, resume: str | None) -> Path | None:

@@ -122,6 +122,19 @@ class RingLayer(DynamicLayer):
         super().reset()
 
 
+def kv_cache_bytes(cache: DynamicCache | None) -> int:
+    """Bytes held by a KV cache's keys and values (0 without one)."""
+    if cache is None:
+        return 0
+    return sum(x.numel() * x.element_size() for layer in cache.layers
+               if layer.is_initialized for x in (layer.keys, layer.values))
+
+
+def last_features(out: FamilyOutput) -> Tensor:
+    """The last position's state after each layer [N, L, d] of a forward's hidden states."""
+    return torch.stack([h[:, -1] for h in out.hidden_states[1:]], dim=1)
+
+
 @dataclass
 class ADState:
     """Acting state of N histories: a ring KV cache (or, as a reference, the raw window)."""
@@ -134,10 +147,7 @@ class ADState:
 
     def cache_bytes(self) -> int:
         """Bytes held by the KV cache (flat once the window is full)."""
-        if self.cache is None:
-            return 0
-        return sum(x.numel() * x.element_size() for layer in self.cache.layers
-                   if layer.is_initialized for x in (layer.keys, layer.values))
+        return kv_cache_bytes(self.cache)
 
 
 class ADModel(FamilyModel):
@@ -216,9 +226,7 @@ class ADModel(FamilyModel):
             out = self._decode(torch.cat(state.tokens, dim=1),
                                output_hidden_states=output_features)
         state.t += 1
-        features = None
-        if output_features:  # the last token's state after each layer: [N, L, d]
-            features = torch.stack([h[:, -1] for h in out.hidden_states[1:]], dim=1)
+        features = last_features(out) if output_features else None
         return StepOutput(out.logits[:, -1].float(), features, state)
 
     @contextmanager

@@ -72,12 +72,17 @@ class FamilyConfig(PreTrainedConfig):
         """Where each hideable part lies in a step's features."""
         return token_slices(self.obs_dim, self.num_actions, self.obs_levels)
 
+    def parts(self) -> dict[str, list[slice]]:
+        """Where each hideable input lies in a step's features (a family whose tokens hold a
+        part in several places, e.g. DPT's s and s', lists them all)."""
+        return {name: [part] for name, part in self.token_slices().items()}
+
     def input_mask(self) -> list[float]:
         """1 for the step features the model sees, 0 for those in `hidden_inputs`."""
         mask = [1.0] * self.token_dim
         for name in self.hidden_inputs:
-            part = self.token_slices()[name]
-            mask[part] = [0.0] * (part.stop - part.start)
+            for part in self.parts()[name]:
+                mask[part] = [0.0] * (part.stop - part.start)
         return mask
 
     def describe(self) -> str:

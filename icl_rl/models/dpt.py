@@ -35,7 +35,7 @@ from torch import Tensor
 from transformers.cache_utils import DynamicCache
 
 from icl_rl.errors import IclRlError
-from icl_rl.models.ad import ADConfig, ADModel
+from icl_rl.models.ad import ADConfig, ADModel, kv_cache_bytes, last_features
 from icl_rl.models.base import FamilyOutput, StepOutput
 from icl_rl.transitions import Transitions, encode_obs, obs_features
 
@@ -72,14 +72,6 @@ class DPTConfig(ADConfig):
                 "action": [slice(o, o + a)], "reward": [slice(o + a, o + a + 1)],
                 "episode_start": [slice(2 * o + a + 1, 2 * o + a + 2)]}
 
-    def input_mask(self) -> list[float]:
-        """1 for the token features the model sees, 0 for those in `hidden_inputs`."""
-        mask = [1.0] * self.token_dim
-        for name in self.hidden_inputs:
-            for part in self.parts()[name]:
-                mask[part] = [0.0] * (part.stop - part.start)
-        return mask
-
     def describe(self) -> str:
         """Shape in words."""
         return (f"{self.num_layers}-layer, {self.hidden_size}-wide Decision-Pretrained "
@@ -105,10 +97,7 @@ class DPTState:
 
     def cache_bytes(self) -> int:
         """Bytes held by the KV cache."""
-        if self.cache is None:
-            return 0
-        return sum(x.numel() * x.element_size() for layer in self.cache.layers
-                   if layer.is_initialized for x in (layer.keys, layer.values))
+        return kv_cache_bytes(self.cache)
 
 
 class DPTModel(ADModel):
@@ -243,8 +232,6 @@ class DPTModel(ADModel):
                                output_hidden_states=output_features)
             state.cached_query = query
         state.cached_len = state.context.shape[1]
-        features = None
-        if output_features:  # the last position's state after each layer: [N, L, d]
-            features = torch.stack([h[:, -1] for h in out.hidden_states[1:]], dim=1)
+        features = last_features(out) if output_features else None
         state.last = StepOutput(out.logits[:, -1].float(), features, None)
         return StepOutput(state.last.logits, features, state)
