@@ -37,7 +37,7 @@ from icl_rl.errors import IclRlError
 from icl_rl.io import atomic_write_text, remove_stale_temporaries
 from icl_rl.learners import make_learner
 from icl_rl.rollout import rollout
-from icl_rl.tasks import card_split, split_ids
+from icl_rl.tasks import card_split, split_ids, training_pool
 
 log = logging.getLogger(__name__)
 STAMP = "generate_config.json"  # written first; identifies the dataset a folder is becoming
@@ -167,9 +167,8 @@ def shard_tasks(env: Env, config: GenerateConfig, job: ShardJob,
     pool = config.train_tasks if job.split == "train" else None
     if not env.has_finite_tasks:
         if pool is not None:  # the same few tasks for every train shard, ids = pool index
-            pool_gen = torch.Generator().manual_seed(int(np.random.SeedSequence(
-                [config.seed, 2]).generate_state(1, dtype=np.uint64)[0]))
-            return env.sample_tasks(pool, pool_gen)[rows % pool], rows % pool
+            tasks = training_pool(env, config.seed, config.heldout_fraction, pool)
+            return tasks[rows % pool], rows % pool
         tasks = env.sample_tasks(job.size, task_gen)
         offset = 0 if job.split == "train" else plan_train_size(config)
         return tasks, rows + offset

@@ -144,6 +144,8 @@ def main(config: EvalConfig) -> dict:
         if meta and meta["env"]["name"] != mc.env_name:
             raise IclRlError(f"{dataset} is {meta['env']['name']} data but the model was trained "
                              f"for {mc.env_name}")
+    if meta is None and "task_split" in provenance:  # trained without a dataset (rl2)
+        meta = {"task_split": provenance["task_split"]}
     learner = (meta or {}).get("learner") or provenance.get("learner")
     tasks, tasks_from = eval_tasks(env, meta, config.num_tasks, config.seed,
                                    config.split)

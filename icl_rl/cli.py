@@ -12,6 +12,7 @@ COMMANDS = {
     "generate": ("data_gen.generate", "roll out a source learner on many tasks -> HF dataset"),
     "verify": ("data_gen.verify", "check a dataset's bytes against its card's hashes"),
     "train": ("training.train", "train a model (ad, dpt, gru) on a dataset (accelerate)"),
+    "rl2": ("training.rl2", "train an in-context learner by plain RL across tasks (RL², PPO)"),
     "eval": ("eval.evaluate", "evaluate a trained model in context on held-out tasks"),
     "probe": ("eval.probe", "linear probes for the task posterior in a model's hidden states"),
     "compare": ("eval.compare", "several evaluated models side by side: one table, one plot"),

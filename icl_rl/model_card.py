@@ -43,9 +43,19 @@ def card_text(model_config, train_config: dict, metrics: list[dict], step: int) 
                                                                            KINDS["actions"])
     learner = origin.get("learner") or {}
     context = model_config.max_context
+    if origin.get("trainer") == "rl2":  # trained by RL on the env itself, from no dataset
+        kind, tag, dataset = "RL² (meta-RL by PPO)", "rl2", "?"
+        source = (f"by PPO across tasks of `{env_name}`, never shown a learning algorithm: "
+                  f"{step} iterations, {origin.get('env_steps', '?')} env steps, trials of "
+                  f"{origin.get('trial_episodes', '?')} episodes with the memory kept across "
+                  "them, to maximise each trial's total reward")
+    else:
+        source = (f"to predict {what} from the learning histories of\n"
+                  f"`{learner.get('name', '?')}` in `{dataset}` ({step} steps, context "
+                  f"{context}\ntransitions)")
     data = ModelCardData(library_name="icl-rl", tags=["reinforcement-learning",
                                                      "in-context-learning", tag, env_name],
-                         datasets=None if Path(dataset).exists() else [dataset])
+                         datasets=None if dataset == "?" or Path(dataset).exists() else [dataset])
     evals = [m for m in metrics if "eval/loss" in m]
     quality = (f"Held-out action loss {evals[-1]['eval/loss']:.4f}, accuracy "
                f"{evals[-1]['eval/accuracy']:.1%} (step {evals[-1]['step']})." if evals else "")
@@ -58,9 +68,7 @@ def card_text(model_config, train_config: dict, metrics: list[dict], step: int) 
 # {kind} model for `{env_name}`
 
 A {model_config.describe()} trained
-with icl-rl {__version__} to predict {what} from the learning histories of
-`{learner.get('name', '?')}` in `{dataset}` ({step} steps, context {context}
-transitions).
+with icl-rl {__version__} {source}.
 Env: `{env_name}` {env_params}. {quality}
 
 ## Use

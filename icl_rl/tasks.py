@@ -8,6 +8,7 @@ family holds tasks out by sampling fresh ones.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,6 +30,20 @@ def split_ids(env: Env, seed: int, heldout: float,
                              f"{len(train)}")
         train = train[:train_tasks]
     return train, test
+
+
+def training_pool(env: Env, seed: int, heldout: float,
+                  train_tasks: int | None) -> Tensor | None:
+    """The tasks a training run may draw from, or None for a continuous family's whole
+    distribution: a finite family's training goals (the first `train_tasks` of them), a
+    continuous family's `train_tasks` fixed samples (the task-diversity ablation)."""
+    if env.has_finite_tasks:
+        return env.task_set()[split_ids(env, seed, heldout, train_tasks)[0]]
+    if train_tasks is None:
+        return None
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 2]).generate_state(
+        1, dtype=np.uint64)[0]))
+    return env.sample_tasks(train_tasks, g)
 
 
 def card_split(env: Env, seed: int, heldout: float, train_tasks: int | None) -> dict:

@@ -315,13 +315,14 @@ def load_data(config: TrainConfig) -> tuple[Histories, Histories | None]:
     return train, load_histories(config.dataset, "test")
 
 
-def make_accelerator(config: TrainConfig, out: Path):
-    """The Accelerator of the run; says how many processes on which device it trains with."""
+def make_accelerator(config, out: Path):
+    """The Accelerator of a run (`train`'s or `rl2`'s config); says how many processes on which
+    device it trains with."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
 
     accelerator = Accelerator(
-        gradient_accumulation_steps=config.grad_accum,
+        gradient_accumulation_steps=getattr(config, "grad_accum", 1),
         mixed_precision=config.mixed_precision,
         log_with=config.trackers() or None,
         project_dir=str(out),

@@ -96,6 +96,7 @@ class FamilyOutput(ModelOutput):
 
     loss: Tensor | None = None
     logits: Tensor | None = None
+    values: Tensor | None = None  # [B, K] state values, for a family with a value head (RL²)
     hidden_states: tuple[Tensor, ...] | None = None
 
 

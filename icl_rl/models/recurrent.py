@@ -20,6 +20,10 @@ from icl_rl.models.base import FamilyConfig, FamilyModel, FamilyOutput, StepOutp
 from icl_rl.transitions import Transitions, token_features
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
+# What the state remembers: the whole history (RL²'s trial), the current episode only (the
+# state is zeroed where an episode starts), or nothing (zeroed every step: a feedforward
+# policy over the step's own input).
+MEMORIES = ("history", "episode", "none")
 
 
 class RecurrentConfig(FamilyConfig):
@@ -28,20 +32,25 @@ class RecurrentConfig(FamilyConfig):
     model_type = "icl_rl_recurrent"
 
     def __init__(self, hidden_size: int = 128, num_layers: int = 1, cell: str = "gru",
-                 **kwargs) -> None:
+                 memory: str = "history", value_head: bool = False, **kwargs) -> None:
         if cell not in CELLS:
             raise IclRlError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
+        if memory not in MEMORIES:
+            raise IclRlError(f"memory must be one of {', '.join(MEMORIES)}, got {memory!r}")
         for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(value, int) or value < 1:
                 raise IclRlError(f"{name} must be a positive integer, got {value!r}")
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.cell = cell
+        self.memory = memory
+        self.value_head = bool(value_head)  # a state-value output (RL² trains one; AD no)
         super().__init__(**kwargs)
 
     def describe(self) -> str:
         """Shape in words."""
-        return f"{self.num_layers}-layer, {self.hidden_size}-wide {self.cell.upper()}"
+        memory = "" if self.memory == "history" else f", memory: {self.memory}"
+        return f"{self.num_layers}-layer, {self.hidden_size}-wide {self.cell.upper()}{memory}"
 
 
 @dataclass
@@ -54,6 +63,11 @@ class RecurrentState:
     def as_rnn(self):
         """The form torch's GRU / LSTM take."""
         return self.h if self.c is None else (self.h, self.c)
+
+    def masked(self, keep: Tensor) -> RecurrentState:
+        """The state with the histories where `keep` [N] is False zeroed."""
+        k = keep.to(self.h.dtype)[None, :, None]
+        return RecurrentState(self.h * k, None if self.c is None else self.c * k)
 
 
 class RecurrentModel(FamilyModel):
@@ -69,13 +83,40 @@ class RecurrentModel(FamilyModel):
         self.embed = nn.Linear(config.token_dim, d)
         self.rnn = CELLS[config.cell](d, d, config.num_layers, batch_first=True)
         self.action_head = nn.Linear(d, config.num_actions)
+        self.value_head = nn.Linear(d, 1) if config.value_head else None
         self.post_init()
 
-    def _run(self, x: Transitions, state: RecurrentState | None):
-        """Aligned steps [B, K] -> top-layer outputs [B, K, d] and the new state."""
-        tokens = self.hide(token_features(x, self.config.num_actions, self.config.obs_levels))
-        out, new = self.rnn(self.embed(tokens), None if state is None else state.as_rnn())
+    def _rnn(self, x: Tensor, state: RecurrentState | None):
+        out, new = self.rnn(x, None if state is None else state.as_rnn())
         return out, (RecurrentState(*new) if isinstance(new, tuple) else RecurrentState(new))
+
+    def _run(self, x: Transitions, state: RecurrentState | None):
+        """Aligned steps [B, K] -> top-layer outputs [B, K, d] and the new state.
+
+        memory "none": every step from a zero state (one batched call over B*K steps);
+        "episode": the state zeroed where an episode starts, so the sequence runs in segments
+        between the columns where any row starts one (RL²'s lockstep episodes: one segment per
+        episode).
+        """
+        tokens = self.embed(self.hide(token_features(x, self.config.num_actions,
+                                                     self.config.obs_levels)))  # [B, K, d]
+        b, k, d = tokens.shape
+        memory = self.config.memory
+        if memory == "none":
+            out, new = self._rnn(tokens.reshape(b * k, 1, d), None)
+            return out.reshape(b, k, d), RecurrentState(*(
+                None if v is None else torch.zeros_like(v[:, :b]) for v in (new.h, new.c)))
+        if memory == "history":
+            return self._rnn(tokens, state)
+        starts = x.episode_starts.bool()  # [B, K]
+        cuts = [0, *(starts[:, 1:].any(0).nonzero()[:, 0] + 1).tolist(), k]
+        outs = []
+        for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+            if state is not None:
+                state = state.masked(~starts[:, lo])
+            out, state = self._rnn(tokens[:, lo:hi], state)
+            outs.append(out)
+        return torch.cat(outs, dim=1), state
 
     def forward(self, observations: Tensor, prev_actions: Tensor, prev_rewards: Tensor,
                 episode_starts: Tensor, targets: Tensor | None = None,
@@ -88,8 +129,9 @@ class RecurrentModel(FamilyModel):
         x = Transitions(observations, prev_actions, prev_rewards, episode_starts)
         out, _ = self._run(x, None)
         logits = self.action_head(out)
+        values = None if self.value_head is None else self.value_head(out)[..., 0]
         return FamilyOutput(loss=self.action_loss(logits, targets, attention_mask),
-                            logits=logits)
+                            logits=logits, values=values)
 
     def init_state(self, n: int, window: int | None = None, **options) -> RecurrentState:
         """Zero state for n histories (a window is refused: the state is the memory)."""
