@@ -39,15 +39,21 @@ from eval.metrics import metrics_of, registered_metrics
 from icl_rl.config import as_list, normalize_lists, parse_config
 from icl_rl.errors import IclRlError
 from icl_rl.io import atomic_write_text
+from training.rl2 import RL2Config
+from training.rl2 import main as rl2
+from training.rl2 import validate as validate_rl2
 from training.train import TrainConfig
 from training.train import main as train
 from training.train import validate as validate_train
 
 log = logging.getLogger(__name__)
-STAGES = {"generate": GenerateConfig, "train": TrainConfig, "eval": EvalConfig}
+STAGES = {"generate": GenerateConfig, "train": TrainConfig, "eval": EvalConfig,
+          "rl2": RL2Config}
 # set by the sweep for every variant; a sweep file may not set them
 WIRED = {"generate": ("out",), "train": ("dataset", "out", "resume_from_checkpoint"),
-         "eval": ("model", "dataset", "out")}
+         "eval": ("model", "dataset", "out"), "rl2": ("out", "resume_from_checkpoint")}
+# the two ways to an in-context learner a variant may run, and the stages of each
+PIPELINES = {"ad": ("generate", "train", "eval"), "rl2": ("rl2", "eval")}
 
 
 @dataclass(frozen=True)
@@ -69,12 +75,15 @@ class SweepConfig:
 
 @dataclass
 class Variant:
-    """One variant's three resolved stage configs."""
+    """One variant's resolved stage configs: imitation (generate -> train -> eval) and / or
+    plain RL (rl2 -> rl2_eval), whichever the sweep file sets up."""
 
     name: str
-    generate: GenerateConfig
-    train: TrainConfig
-    eval: EvalConfig
+    generate: GenerateConfig | None = None
+    train: TrainConfig | None = None
+    eval: EvalConfig | None = None
+    rl2: RL2Config | None = None
+    rl2_eval: EvalConfig | None = None
 
 
 def _load_yaml(path: Path, what: str) -> dict:
@@ -130,10 +139,14 @@ def plan(config: SweepConfig) -> tuple[Path, list[Variant]]:
     """Read and check the sweep file; every variant's configs, before anything runs."""
     path = Path(config.sweep)
     spec = _load_yaml(path, "--sweep")
-    unknown = sorted(set(spec) - {"out", "generate", "train", "eval", "variants"})
+    unknown = sorted(set(spec) - {"out", "variants", *STAGES})
     if unknown:
         raise IclRlError(f"{path}: unknown key(s) {', '.join(unknown)}; a sweep file has out, "
-                         "generate, train, eval and variants")
+                         "generate, train, eval, rl2 and variants")
+    ad, by_rl = "generate" in spec or "train" in spec, "rl2" in spec
+    if not (ad or by_rl):
+        raise IclRlError(f"{path}: set `generate` and `train` (algorithm distillation), `rl2` "
+                         "(plain RL) or both")
     out = Path(config.out or spec.get("out") or "")
     if not str(out) or str(out) == ".":
         raise IclRlError(f"{path}: no `out` folder; set it in the file or pass --out")
@@ -150,10 +163,24 @@ def plan(config: SweepConfig) -> tuple[Path, list[Variant]]:
         over = over or {}
         if not isinstance(over, dict) or set(over) - set(STAGES):
             raise IclRlError(f"{path}: variant {name}: overrides must be a mapping with keys "
-                             "among generate, train, eval")
+                             "among generate, train, eval, rl2")
         merged = {s: {**base[s], **_stage_dict(over.get(s), path, s, f"variant {name}: {s}")}
                   for s in STAGES}
         where = f"variant {name}"
+        variant = Variant(name)
+        if by_rl:
+            run = out / name / "rl2"
+            variant.rl2 = _build("rl2", merged["rl2"], {"out": str(run),
+                                                        "resume_from_checkpoint": "auto"},
+                                 path, where)
+            variant.rl2_eval = _build("eval", merged["eval"], {
+                "model": str(run / "model"), "dataset": None,
+                "out": str(out / name / "rl2_eval")}, path, where)
+            validate_rl2(variant.rl2)
+            validate_eval(variant.rl2_eval)
+        if not ad:
+            result.append(variant)
+            continue
         gen = _build("generate", merged["generate"], {"out": ""}, path, where)
         # None-valued options left out: an option added later (default None) keeps the name
         data = out / "datasets" / _digest({k: v for k, v in gen.identity().items()
@@ -167,7 +194,8 @@ def plan(config: SweepConfig) -> tuple[Path, list[Variant]]:
         validate_generate(gen)
         validate_train(tr)
         validate_eval(ev)
-        result.append(Variant(name, gen, tr, ev))
+        variant.generate, variant.train, variant.eval = gen, tr, ev
+        result.append(variant)
     if config.only:
         missing = sorted(set(config.only) - {v.name for v in result})
         if missing:
@@ -176,9 +204,10 @@ def plan(config: SweepConfig) -> tuple[Path, list[Variant]]:
     return out, result
 
 
-def stamp(v: Variant) -> dict:
-    """What identifies a variant's results."""
-    return {s: dataclasses.asdict(getattr(v, s)) for s in STAGES}
+def stamp(v: Variant, pipeline: str = "ad") -> dict:
+    """What identifies the results of a variant's pipeline (its stages' settings)."""
+    return {s: dataclasses.asdict(getattr(v, "rl2_eval" if (pipeline, s) == ("rl2", "eval")
+                                          else s)) for s in PIPELINES[pipeline]}
 
 
 def same_settings(old: dict, new: dict) -> bool:
@@ -201,50 +230,79 @@ def same_settings(old: dict, new: dict) -> bool:
     return True
 
 
-def run_variant(v: Variant, out: Path) -> dict:
-    """Generate (or reuse), train (or resume), evaluate; returns the eval results."""
+def _kept(v: Variant, out: Path, pipeline: str, evaluation: EvalConfig) -> dict | None:
+    """The results of a pipeline of `v` finished before with the same settings (else None,
+    after stamping its settings); other settings are refused."""
     folder = out / v.name
-    stamp_file = folder / "variant.json"
-    results_file = Path(v.eval.out) / "results.json"
+    stamp_file = folder / ("variant.json" if pipeline == "ad" else "rl2_variant.json")
+    results_file = Path(evaluation.out) / "results.json"
     if stamp_file.exists():
-        if not same_settings(json.loads(stamp_file.read_text()), stamp(v)):
+        if not same_settings(json.loads(stamp_file.read_text()), stamp(v, pipeline)):
             raise IclRlError(f"{folder} holds variant {v.name} run with other settings "
                              f"({stamp_file}); rename the variant or delete that folder")
         if results_file.exists():
-            log.info("variant %s: done before, kept (%s)", v.name, results_file)
+            log.info("variant %s (%s): done before, kept (%s)", v.name, pipeline, results_file)
             return json.loads(results_file.read_text())
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(stamp_file, json.dumps(stamp(v), indent=1))
-    if not (Path(v.generate.out) / "README.md").exists():
-        generate(v.generate)  # resumes its own unfinished shards
-    if not (Path(v.train.out) / "model" / "config.json").exists():
-        train(v.train)  # resume_from_checkpoint=auto
-    return evaluate(v.eval)
+    atomic_write_text(stamp_file, json.dumps(stamp(v, pipeline), indent=1))
+    return None
+
+
+def run_variant(v: Variant, out: Path) -> dict:
+    """Each pipeline of the variant: generate (or reuse), train (or resume), evaluate; rl2 (or
+    resume), evaluate. Returns {pipeline: eval results}."""
+    results = {}
+    if v.train is not None:
+        results["ad"] = _kept(v, out, "ad", v.eval)
+        if results["ad"] is None:
+            if not (Path(v.generate.out) / "README.md").exists():
+                generate(v.generate)  # resumes its own unfinished shards
+            if not (Path(v.train.out) / "model" / "config.json").exists():
+                train(v.train)  # resume_from_checkpoint=auto
+            results["ad"] = evaluate(v.eval)
+    if v.rl2 is not None:
+        results["rl2"] = _kept(v, out, "rl2", v.rl2_eval)
+        if results["rl2"] is None:
+            if not (Path(v.rl2.out) / "model" / "config.json").exists():
+                rl2(v.rl2)  # resume_from_checkpoint=auto
+            results["rl2"] = evaluate(v.rl2_eval)
+    return results
 
 
 # the agents a sweep summary follows, and the title of each one's table
-SUMMARY_AGENTS = {"model": "Model on held-out tasks", "source": "Source learner on the same tasks"}
+SUMMARY_AGENTS = {"model": "Model on held-out tasks", "rl2": "RL² policy on held-out tasks",
+                  "source": "Source learner on the same tasks"}
 
 
 def summarize(out: Path, variants: list[Variant]) -> dict:
-    """One row per finished variant: the held-out loss and, for the model and its source
-    learner, the summary numbers of every metric its evaluation computed (`eval.metrics`)."""
+    """One row per finished variant: the held-out loss and, for the AD model, the RL² policy
+    and the AD model's source learner, the summary numbers of every metric its evaluation
+    computed (`eval.metrics`)."""
     rows = {}
     for v in variants:
-        results_file = Path(v.eval.out) / "results.json"
-        if not results_file.exists():
+        found = {}  # agent in the summary -> (its pipeline's results, its name there)
+        for pipeline, evaluation, agents in (("ad", v.eval, ("model", "source")),
+                                             ("rl2", v.rl2_eval, ("model",))):
+            results_file = None if evaluation is None else Path(evaluation.out) / "results.json"
+            if results_file is None or not results_file.exists():
+                continue
+            res = json.loads(results_file.read_text())
+            for agent in agents:
+                found["rl2" if pipeline == "rl2" else agent] = (res, agent)
+        if not found:
             continue
-        res = json.loads(results_file.read_text())
-        metrics = metrics_of(res)
-        train_log = Path(v.train.out, "metrics.jsonl")
+        res = next(iter(found.values()))[0]
+        metrics = sorted({m.name: m for r, _ in found.values() for m in metrics_of(r)}.values(),
+                         key=lambda m: m.name)
+        train_log = Path(v.train.out, "metrics.jsonl") if v.train is not None else None
         losses = [json.loads(x)["eval/loss"] for x in train_log.read_text().splitlines()
-                  if "eval/loss" in x] if train_log.exists() else []
+                  if "eval/loss" in x] if train_log is not None and train_log.exists() else []
         row = {"final_eval_loss": losses[-1] if losses else None,
                "oracle_episode_return": res["oracle_episode_return"],
                "improvement_k": res["improvement_k"], "metrics": [m.name for m in metrics],
                "agents": {}}
-        for agent in SUMMARY_AGENTS:
-            a = res["agents"].get(agent)
+        for agent, (r, name) in found.items():
+            a = r["agents"].get(name)
             if a is not None:
                 row["agents"][agent] = {key: a[key] for m in metrics for key in m.summary
                                         if key in a}
@@ -265,8 +323,8 @@ def summary_table(summary: dict) -> str:
     columns = [c for m in registered_metrics() if m.name in names for c in m.columns]
     parts = ["# Ablation sweep\n"]
     for agent, title in SUMMARY_AGENTS.items():
-        rows = {n: r for n, r in variants.items() if agent in r["agents"] or agent == "model"}
-        if not rows and agent != "model":
+        rows = {n: r for n, r in variants.items() if agent in r["agents"]}
+        if not rows:
             continue
         loss = ["held-out loss"] if agent == "model" else []
         head = ["variant", *loss, *(c.title("k") for c in columns)]
@@ -294,12 +352,15 @@ def plot(summary: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, row in summary["variants"].items():
-        curve = row["agents"].get("model", {}).get("episode_return_mean")
-        if curve:
-            oracle = row["oracle_episode_return"] or 1.0
-            ax.plot(range(1, len(curve) + 1), [c / oracle for c in curve], label=name)
+        for agent, style in (("model", "-"), ("rl2", "--")):
+            curve = row["agents"].get(agent, {}).get("episode_return_mean")
+            if curve:
+                oracle = row["oracle_episode_return"] or 1.0
+                label = f"{name} (RL²)" if agent == "rl2" else name
+                ax.plot(range(1, len(curve) + 1), [c / oracle for c in curve], style,
+                        label=label)
     ax.set_xlabel("episode in context")
-    ax.set_ylabel("model return / oracle")
+    ax.set_ylabel("return / oracle (AD solid, RL² dashed)")
     ax.set_title("ablation sweep: held-out tasks")
     ax.legend()
     fig.tight_layout()

@@ -119,3 +119,47 @@ def test_bad_sweep_files(tmp_path, variants, extra, msg):
 def test_only_names_a_missing_variant(tmp_path):
     with pytest.raises(IclRlError, match="--only: no variant"):
         sweep.main(SweepConfig(sweep=write(tmp_path, {"a": {}}), only="b"))
+
+
+RL2 = {"env": "bernoulli_bandit", "env_kwargs": {"num_arms": 3}, "trial_episodes": 24,
+       "num_envs": 8, "iterations": 2, "minibatches": 2, "model_kwargs": {"hidden_size": 16},
+       "progress": False}
+
+
+def test_both_ways_in_one_sweep_with_the_same_ingredient_names(tmp_path, monkeypatch):
+    """A sweep with an rl2 stage runs RL² next to AD in every variant, each with its own
+    resumable folder and stamp, and the summary has a table for each."""
+    ran = []
+    real = sweep.rl2
+    monkeypatch.setattr(sweep, "rl2", lambda cfg: ran.append(cfg) or real(cfg))
+    file = write(tmp_path, {"full": {}, "no_reward": {"train": {"hide_inputs": "reward"},
+                                                      "rl2": {"hide_inputs": "reward"}}},
+                 rl2=RL2)
+    summary = sweep.main(SweepConfig(sweep=file))
+    out = tmp_path / "out"
+    assert [c.hide_inputs for c in ran] == [[], ["reward"]]
+    for name in ("full", "no_reward"):
+        assert {"model", "rl2"} <= set(summary["variants"][name]["agents"])
+        rl2_results = json.loads((out / name / "rl2_eval/results.json").read_text())
+        assert rl2_results["episodes"] == 24 and (out / name / "rl2_variant.json").exists()
+    table = (out / "summary.md").read_text()
+    assert "RL² policy on held-out tasks" in table and "Model on held-out tasks" in table
+    sweep.main(SweepConfig(sweep=file))  # everything done: nothing runs again
+    assert len(ran) == 2
+    edited = write(tmp_path, {"full": {"rl2": {"lr": 0.01}}}, rl2=RL2)
+    with pytest.raises(IclRlError, match="run with other settings"):
+        sweep.main(SweepConfig(sweep=edited))
+
+
+def test_an_rl2_only_sweep_needs_no_dataset(tmp_path):
+    path = tmp_path / "rl2.yaml"
+    path.write_text(yaml.safe_dump({"out": str(tmp_path / "out"), "rl2": RL2,
+                                    "eval": BASE["eval"] | {"baselines": "random,oracle"},
+                                    "variants": {"no_memory": {"rl2": {"memory": "none"}}}}))
+    summary = sweep.main(SweepConfig(sweep=str(path)))
+    assert set(summary["variants"]["no_memory"]["agents"]) == {"rl2"}
+    assert not (tmp_path / "out" / "datasets").exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"out": "x", "eval": BASE["eval"], "variants": {"a": {}}}))
+    with pytest.raises(IclRlError, match="rl2"):
+        sweep.plan(SweepConfig(sweep=str(bad)))
