@@ -4,6 +4,7 @@ inputs without a gradient path, resume, refusals, and a saved model that `eval` 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -147,7 +148,8 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     ({"num_envs": 0}, "--num-envs"),
     ({"minibatches": 64}, "--minibatches"),
     ({"gamma": 1.5}, "--gamma"),
-    ({"model": "ad"}, "value head"),
+    ({"model": "dpt"}, "value head"),
+    ({"model": "ad", "memory": "none"}, "--memory none"),
     ({"model_kwargs": '{"memory": "none"}'}, "--memory"),
     ({"env": "dark_room", "env_kwargs": None, "train_tasks": 500}, "--train-tasks 500"),
 ])
@@ -187,3 +189,18 @@ def test_two_processes_train_with_averaged_gradients(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").open()]
     assert rows[-1]["train/env_steps"] == 2 * 2 * 16 * 10
     assert len(load_model(tmp_path / "two").config.provenance) > 0
+
+
+def test_a_transformer_policy_through_the_acting_interface(tmp_path):
+    """--model ad: the trial is the context; acting goes through the KV cache, training
+    through the full forward, and eval loads it as an AD model."""
+    result = main(RL2Config(out=str(tmp_path / "ad"), iterations=2, model="ad",
+                            **{**TINY, "model_kwargs": '{"hidden_size": 16, "num_layers": 1, '
+                               '"num_heads": 2}'}))
+    model = load_model(result["model_dir"])
+    assert model.config.model_type == "icl_rl_ad" and model.config.max_context == 10
+    assert all(math.isfinite(v) for k, v in result["metrics"][-1].items() if k != "step")
+    results = evaluate(EvalConfig(model=result["model_dir"], out=str(tmp_path / "eval"),
+                                  num_tasks=8, episodes=10, baselines=["random"],
+                                  progress=False))
+    assert results["window"] == 10

@@ -60,7 +60,8 @@ class RL2Config:
     out: str = "runs/rl2"
     """Run folder: checkpoints/, metrics.jsonl, and the final model in model/."""
     model: str = "gru"
-    """Model family; it must have a value head (gru: a GRU, or an LSTM with cell: lstm)."""
+    """Model family with a value head: gru (a GRU, or an LSTM with cell: lstm), or ad (a
+    transformer whose context is the whole trial; --memory history only)."""
     model_kwargs: str | None = None
     """The family's own options as a JSON object, e.g. '{"hidden_size": 64}'."""
     memory: str = "history"
@@ -131,11 +132,17 @@ class RL2Config:
         return [t for t in self.report_to if t != "none"]
 
     def model_options(self) -> dict:
-        """--model-kwargs with the RL² settings the family must have (memory, value head)."""
+        """--model-kwargs with the RL² settings the family must have (value head, memory)."""
         options = parse_kwargs(self.model_kwargs, "--model-kwargs")
         for name in ("memory", "value_head"):
             if name in options:
                 raise IclRlError(f"--model-kwargs: {name} is set by rl2 (use --memory)")
+        if self.model in FAMILIES and "memory" not in FAMILIES[self.model][0].options():
+            if self.memory != "history":  # a transformer's memory is its context
+                raise IclRlError(f"--memory {self.memory}: the {self.model} family keeps the "
+                                 "whole trial in its context; use --model gru for this "
+                                 "ablation")
+            return {**options, "value_head": True}
         return {**options, "memory": self.memory, "value_head": True}
 
 
@@ -153,8 +160,8 @@ def validate(config: RL2Config) -> Env:
         raise IclRlError(f"--model {config.model!r}: unknown model family; choose one of: "
                          f"{', '.join(sorted(FAMILIES))}")
     if "value_head" not in FAMILIES[config.model][0].options():
-        raise IclRlError(f"--model {config.model}: rl2 needs a family with a value head and a "
-                         "memory switch; use --model gru")
+        raise IclRlError(f"--model {config.model}: rl2 needs a family with a value head; use "
+                         "--model gru or ad")
     family_config(config.model, config.model_options())
     if config.minibatches > config.num_envs:
         raise IclRlError(f"--minibatches {config.minibatches} is more than --num-envs "

@@ -36,13 +36,14 @@ class ADConfig(FamilyConfig):
 
     def __init__(self, hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
                  intermediate_size: int | None = None, dropout: float = 0.0,
-                 rope_theta: float = 10000.0, **kwargs) -> None:
+                 rope_theta: float = 10000.0, value_head: bool = False, **kwargs) -> None:
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.num_heads = num_heads
         self.intermediate_size = intermediate_size or 4 * hidden_size
         self.dropout = dropout  # attention dropout
         self.rope_theta = rope_theta
+        self.value_head = bool(value_head)  # a state-value output (RL² trains one; AD no)
         for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers),
                             ("num_heads", num_heads)):
             if not isinstance(value, int) or value < 1:
@@ -163,6 +164,8 @@ class ADModel(FamilyModel):
         self.backbone = LlamaModel(config.backbone_config())
         self.backbone.embed_tokens = None  # no vocabulary: inputs always come as embeddings
         self.action_head = nn.Linear(config.hidden_size, config.num_actions)
+        self.value_head = (nn.Linear(config.hidden_size, 1)
+                           if getattr(config, "value_head", False) else None)
         self.post_init()
 
     def tokens(self, x: Transitions) -> Tensor:
@@ -189,8 +192,10 @@ class ADModel(FamilyModel):
                             position_ids=position_ids, cache=cache, use_cache=use_cache,
                             output_hidden_states=output_hidden_states)
         logits = self.action_head(out.last_hidden_state)  # [B, K, A]
+        values = (None if self.value_head is None
+                  else self.value_head(out.last_hidden_state)[..., 0])  # [B, K]
         return FamilyOutput(loss=self.action_loss(logits, targets, attention_mask),
-                            logits=logits, hidden_states=out.hidden_states)
+                            logits=logits, values=values, hidden_states=out.hidden_states)
 
     # -- acting ----------------------------------------------------------------------------
     def init_state(self, n: int, window: int | None = None, use_cache: bool = True,
