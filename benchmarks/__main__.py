@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 MODULES = ["bench_envs", "bench_generate", "bench_train", "bench_eval", "bench_streaming",
-           "bench_bayes"]
+           "bench_bayes", "bench_rl2"]
 NAMES = [m.removeprefix("bench_") for m in MODULES]
 
 
@@ -81,6 +81,12 @@ def table(results: dict) -> str:
         lines.append(f"| divergence + probes, {r['tasks']} tasks x {r['steps']} steps | "
                      f"{r['divergence_and_probes_s']:.0f} s ({r['probe_fits']} probe fits; "
                      f"{r['held_features_bytes'] / 2**20:.0f} MiB of hidden states held) |")
+    if "rl2" in b:
+        for r in b["rl2"]["results"]:
+            lines.append(f"| RL² env steps/s incl. updates, {r['env']}, GRU 64, {r['trials']} "
+                         f"trials, {r['epochs']}x{r['minibatches']} minibatches | "
+                         f"{r['env_steps_per_s'] / 1e3:.0f} k ({r['update_share']:.0%} in "
+                         "updates) |")
     if "streaming" in b:
         lines.append(f"| streamed training peak RSS, 10x data / 1x | "
                      f"{b['streaming']['streamed_ratio_10x_vs_1x']:.2f} |")
