@@ -54,22 +54,26 @@ def parse_config(cls: type[C], argv: list[str] | None = None, prog: str | None =
 
 
 def _add_field_docs(parser, cls) -> None:
-    """Attach each field's attribute docstring as argparse help."""
+    """Attach each field's attribute docstring as argparse help (a subclass's own docstring
+    of a field wins over its base's)."""
     import ast
     import inspect
     import textwrap
 
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError):
-        return
     docs: dict[str, str] = {}
-    body = tree.body[0].body
-    for a, b in zip(body, body[1:], strict=False):
-        if (isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name)
-                and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)
-                and isinstance(b.value.value, str)):
-            docs[a.target.id] = " ".join(b.value.value.split())
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body
+        for a, b in zip(body, body[1:], strict=False):
+            if (isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name)
+                    and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)
+                    and isinstance(b.value.value, str)):
+                docs[a.target.id] = " ".join(b.value.value.split())
     for action in parser._actions:
         name = action.dest
         if name in docs:
@@ -123,3 +127,46 @@ def parse_kwargs(text: str | dict | None, flag: str) -> dict:
     if not isinstance(value, dict):
         raise IclRlError(f"{flag}: expected a JSON object, got {text!r}")
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """The options every training command shares: checkpoints, trackers, logging, seed,
+    precision. A command's config subclasses it (and may redeclare a default)."""
+
+    save_every: int = 500
+    """Checkpoint every this many steps (0: only at the end)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept; older ones are deleted."""
+    resume_from_checkpoint: str | None = None
+    """A checkpoint folder, `latest` (must exist) or `auto` (latest if any, else fresh)."""
+    report_to: list[str] = dataclasses.field(default_factory=lambda: ["none"])
+    """Trackers: none, wandb, tensorboard (several: space- or comma-separated)."""
+    project: str = "icl-rl"
+    """Tracker project name."""
+    log_every: int = 20
+    """Log training metrics every this many steps."""
+    seed: int = 0
+    """Seed for initialisation, data order and every random draw."""
+    mixed_precision: str | None = None
+    """no, fp16 or bf16 (bf16 on GPUs; it is slow on most CPUs). Default: what `accelerate
+    launch --config_file` sets (configs/accelerate/gpus_1node.yaml: bf16), else no."""
+    progress: bool = True
+    """Show a progress bar (main process only)."""
+
+    def __post_init__(self) -> None:
+        normalize_lists(self, "report_to")
+
+    def trackers(self) -> list[str]:
+        """--report-to without `none`."""
+        return [t for t in self.report_to if t != "none"]
+
+    def check_run_options(self) -> None:
+        """One-line errors for bad shared options."""
+        require_positive(self, "keep_checkpoints", "log_every")
+        if self.save_every < 0:
+            raise IclRlError("--save-every must be >= 0")
+        bad = sorted(set(self.trackers()) - {"wandb", "tensorboard"})
+        if bad:
+            raise IclRlError(f"--report-to: unknown tracker(s) {bad}; use none, wandb, "
+                             "tensorboard")

@@ -36,7 +36,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from icl_rl.config import normalize_lists, parse_config, parse_kwargs, require_positive
+from icl_rl.config import (
+    RunOptions,
+    normalize_lists,
+    parse_config,
+    parse_kwargs,
+    require_positive,
+)
 from icl_rl.envs import Env, make_env
 from icl_rl.errors import IclRlError
 from icl_rl.models import FAMILIES, FamilyModel, build_model, check_env, family_config
@@ -50,7 +56,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class RL2Config:
+class RL2Config(RunOptions):
     """Train an in-context learner by plain RL across tasks (RL²: PPO with a memory policy)."""
 
     env: str = "bernoulli_bandit"
@@ -107,29 +113,12 @@ class RL2Config:
     """Standardise each minibatch's advantages."""
     save_every: int = 50
     """Checkpoint every this many iterations (0: only at the end)."""
-    keep_checkpoints: int = 2
-    """Checkpoints kept; older ones are deleted."""
-    resume_from_checkpoint: str | None = None
-    """A checkpoint folder, `latest` (must exist) or `auto` (latest if any, else fresh)."""
-    report_to: list[str] = field(default_factory=lambda: ["none"])
-    """Trackers: none, wandb, tensorboard (several: space- or comma-separated)."""
-    project: str = "icl-rl"
-    """Tracker project name."""
     log_every: int = 10
     """Log training metrics every this many iterations."""
-    seed: int = 0
-    """Seed for initialisation, tasks, environment noise and the policy's draws."""
-    mixed_precision: str | None = None
-    """no, fp16 or bf16 (default: the accelerate launch config's, else no)."""
-    progress: bool = True
-    """Show a progress bar (main process only)."""
 
     def __post_init__(self) -> None:
-        normalize_lists(self, "hide_inputs", "report_to")
-
-    def trackers(self) -> list[str]:
-        """--report-to without `none`."""
-        return [t for t in self.report_to if t != "none"]
+        super().__post_init__()
+        normalize_lists(self, "hide_inputs")
 
     def model_options(self) -> dict:
         """--model-kwargs with the RL² settings the family must have (value head, memory)."""
@@ -148,11 +137,10 @@ class RL2Config:
 
 def validate(config: RL2Config) -> Env:
     """Check every setting before anything heavy runs; returns the env."""
+    config.check_run_options()
     require_positive(config, "trial_episodes", "num_envs", "iterations", "epochs",
-                     "minibatches", "keep_checkpoints", "log_every")
+                     "minibatches")
     require_positive(config, "train_tasks", optional=True)
-    if config.save_every < 0:
-        raise IclRlError("--save-every must be >= 0")
     if config.memory not in MEMORIES:
         raise IclRlError(f"--memory must be one of {', '.join(MEMORIES)}, got {config.memory!r}")
     check_parts(config.hide_inputs)
@@ -175,9 +163,6 @@ def validate(config: RL2Config) -> Env:
                          "--max-grad-norm >= 0")
     if not 0.0 <= config.heldout_fraction < 1.0:
         raise IclRlError(f"--heldout-fraction must be in [0, 1), got {config.heldout_fraction}")
-    bad = sorted(set(config.trackers()) - {"wandb", "tensorboard"})
-    if bad:
-        raise IclRlError(f"--report-to: unknown tracker(s) {bad}; use none, wandb, tensorboard")
     env = make_env(config.env, **parse_kwargs(config.env_kwargs, "--env-kwargs"))
     if config.memory == "episode" and not env.is_episodic:
         log.warning("--memory episode on %s: an episode is one step, so this is --memory none",
@@ -299,8 +284,8 @@ def minibatches(batch: dict, n: int, generator: torch.Generator):
                **{k: batch[k][idx] for k in ("actions", "logp", "advantages", "returns")}}
 
 
-def save_model(config: RL2Config, out: Path, accelerator, model, env: Env,
-               sampler: TaskSampler, iteration: int, env_steps: int, metrics: list[dict]) -> Path:
+def save_model(config: RL2Config, out: Path, accelerator, model, sampler: TaskSampler,
+               iteration: int, env_steps: int, metrics: list[dict]) -> Path:
     """Write model/ atomically: weights, config with provenance (the task split), card."""
     import os
     import shutil
@@ -329,7 +314,9 @@ def save_model(config: RL2Config, out: Path, accelerator, model, env: Env,
 
 def train_loop(config: RL2Config, out: Path, accelerator, model, optimizer, scheduler, env: Env,
                sampler: TaskSampler, iteration: int, record) -> int:
-    """PPO iterations from `iteration` to --iterations: collect, update, log, checkpoint."""
+    """PPO iterations from `iteration` to --iterations: collect, update, log, checkpoint.
+    Logged rows average the iterations since the last one (the losses: each iteration's last
+    minibatch), over processes."""
     from training.train import save_checkpoint
 
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -415,7 +402,7 @@ def main(config: RL2Config) -> dict:
                            iteration, record)
     env_steps = (iteration * config.num_envs * config.trial_episodes * env.spec.episode_len
                  * accelerator.num_processes)
-    model_dir = save_model(config, out, accelerator, model, env, sampler, iteration, env_steps,
+    model_dir = save_model(config, out, accelerator, model, sampler, iteration, env_steps,
                            record.rows)
     accelerator.wait_for_everyone()
     del model, optimizer, scheduler

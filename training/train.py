@@ -25,7 +25,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from icl_rl.config import normalize_lists, parse_config, parse_kwargs, require_positive, save_config
+from icl_rl.config import (
+    RunOptions,
+    normalize_lists,
+    parse_config,
+    parse_kwargs,
+    require_positive,
+    save_config,
+)
 from icl_rl.data import (
     TARGETS,
     StreamingWindows,
@@ -53,7 +60,7 @@ CKPT_PREFIX = "step_"
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(RunOptions):
     """Train an in-context model (Algorithm Distillation by default) on learning histories."""
 
     dataset: str = "runs/dataset"
@@ -104,37 +111,19 @@ class TrainConfig:
     """Validate on the held-out split every this many steps (0: only at the end)."""
     eval_batches: int = 8
     """Batches of held-out windows per validation."""
-    save_every: int = 500
-    """Checkpoint every this many steps (0: only at the end)."""
-    keep_checkpoints: int = 2
-    """Checkpoints kept; older ones are deleted."""
-    resume_from_checkpoint: str | None = None
-    """A checkpoint folder, `latest` (must exist) or `auto` (latest if any, else fresh)."""
-    report_to: list[str] = field(default_factory=lambda: ["none"])
-    """Trackers: none, wandb, tensorboard (several: space- or comma-separated)."""
-    project: str = "icl-rl"
-    """Tracker project name."""
-    log_every: int = 20
-    """Log training metrics every this many steps."""
-    seed: int = 0
-    """Seed for initialisation and data order."""
-    mixed_precision: str | None = None
-    """no, fp16 or bf16 (bf16 on GPUs; it is slow on most CPUs). Default: what `accelerate
-    launch --config_file` sets (configs/accelerate/gpus_1node.yaml: bf16), else no."""
     num_workers: int = 0
     """DataLoader worker processes."""
     streaming: bool = False
     """Read the dataset chunk by chunk instead of loading it (for data larger than memory);
     each process reads its own shards."""
-    progress: bool = True
-    """Show a progress bar (main process only)."""
     push_to_hub: str | None = None
     """After training, upload the final model (with its model card) to this Hub repo."""
     private: bool = False
     """Create the Hub repo as private."""
 
     def __post_init__(self) -> None:
-        normalize_lists(self, "hide_inputs", "report_to")
+        super().__post_init__()
+        normalize_lists(self, "hide_inputs")
 
     def model_options(self) -> dict:
         """--model-kwargs as a dict."""
@@ -150,16 +139,13 @@ class TrainConfig:
         return (f"; {', '.join(found)} belong(s) to the model family: put them under "
                 f"model_kwargs, e.g. model_kwargs: {{{found[0]}: ...}}")
 
-    def trackers(self) -> list[str]:
-        """--report-to without `none`."""
-        return [t for t in self.report_to if t != "none"]
 
 
 def validate(config: TrainConfig) -> None:
     """Check ranges before anything heavy runs."""
-    require_positive(config, "context", "batch_size", "grad_accum", "max_steps", "eval_batches",
-                     "keep_checkpoints", "log_every")
-    for name in ("warmup_steps", "eval_every", "save_every", "num_workers"):
+    config.check_run_options()
+    require_positive(config, "context", "batch_size", "grad_accum", "max_steps", "eval_batches")
+    for name in ("warmup_steps", "eval_every", "num_workers"):
         if getattr(config, name) < 0:
             raise IclRlError(f"--{name.replace('_', '-')} must be >= 0")
     if config.target is not None and config.target not in TARGETS:
@@ -176,9 +162,6 @@ def validate(config: TrainConfig) -> None:
         raise IclRlError(f"--schedule must be cosine, linear or constant, got {config.schedule!r}")
     if not config.lr > 0 or not config.max_grad_norm >= 0:
         raise IclRlError("--lr must be > 0 and --max-grad-norm >= 0")
-    bad = sorted(set(config.trackers()) - {"wandb", "tensorboard"})
-    if bad:
-        raise IclRlError(f"--report-to: unknown tracker(s) {bad}; use none, wandb, tensorboard")
 
 
 def make_model(config: TrainConfig, meta: dict) -> FamilyModel:
