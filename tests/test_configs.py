@@ -33,3 +33,29 @@ def test_command_set_parses_validates_and_chains(folder):
     assert train.dataset == gen.out
     assert ev.dataset == gen.out
     assert Path(ev.model) in (Path(train.out), Path(train.out) / "model")
+
+
+RL2_SETS = sorted(p for p in CONFIGS.iterdir() if (p / "rl2.yaml").exists())
+
+
+@pytest.mark.parametrize("folder", RL2_SETS, ids=lambda p: p.name)
+def test_rl2_command_set_parses_validates_and_chains(folder):
+    from training.rl2 import RL2Config
+    from training.rl2 import validate as validate_rl2
+
+    rl2 = parse_config(RL2Config, ["--config", str(folder / "rl2.yaml")])
+    ev = parse_config(EvalConfig, ["--config", str(folder / "eval.yaml")])
+    validate_rl2(rl2)
+    validate_eval(ev)
+    assert Path(ev.model) in (Path(rl2.out), Path(rl2.out) / "model")
+    assert ev.episodes == rl2.trial_episodes  # evaluated on the trial it was trained for
+
+
+def test_every_sweep_file_plans(monkeypatch):
+    from pipeline.sweep import SweepConfig, plan
+
+    monkeypatch.chdir(CONFIGS.parent)  # sweep files name stage files relative to the repo
+
+    for path in sorted((CONFIGS / "sweeps").glob("*.yaml")):
+        out, variants = plan(SweepConfig(sweep=str(path)))
+        assert variants and str(out).startswith("runs/sweeps/")
