@@ -232,7 +232,9 @@ def test_eval_numbers_do_not_depend_on_batch_size(trained, tmp_path):
 
     def split(agents):  # the divergence from posterior sampling apart: it reads the agents'
         # action distributions, which Thompson sampling computes by quadrature over its batch
-        # (float rounding differs with the batch, by ~1e-9)
+        # and the model by a float32 forward over its batch (rounding differs with the batch:
+        # ~1e-9 for the quadrature, ~1e-8 nats for the model's, e.g. a CI of 0 at step 0
+        # read as 1.5e-8)
         exact = {a: {k: v for k, v in r.items() if not k.startswith(("kl_", "tv_"))}
                  for a, r in agents.items()}
         close = {a: {k: v for k, v in r.items() if k.startswith(("kl_", "tv_"))}
@@ -245,6 +247,6 @@ def test_eval_numbers_do_not_depend_on_batch_size(trained, tmp_path):
         for a, r in c_full.items():
             assert r.keys() == other[a].keys()
             for k, v in r.items():
-                assert np.allclose(v, other[a][k], rtol=1e-6, atol=1e-9), (a, k)
+                assert np.allclose(v, other[a][k], rtol=1e-6, atol=1e-6), (a, k)
     assert c_full["model"]["kl_to_ps"] > 0
     assert full["model"]["final_regret"] != full["random"]["final_regret"]
