@@ -365,7 +365,15 @@ def main(config: RL2Config) -> dict:
     """Train; returns {"model_dir", "metrics": [...], "iterations", "env_steps"}."""
     from accelerate.utils import set_seed
 
-    from training.train import Recorder, find_checkpoint, make_accelerator, prepare_folder, run_info
+    from training.train import (
+        Recorder,
+        find_checkpoint,
+        load_checkpoint,
+        make_accelerator,
+        prepare_folder,
+        record_checksums,
+        start_trackers,
+    )
 
     env = validate(config)
     out = Path(config.out)
@@ -387,19 +395,12 @@ def main(config: RL2Config) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda it: 1.0 - it / config.iterations if config.anneal_lr else 1.0)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    if config.trackers():
-        accelerator.init_trackers(
-            config.project, config={**dataclasses.asdict(config), **run_info(accelerator)},
-            init_kwargs={"wandb": {"dir": str(out), "job_type": "rl2"}}
-            if "wandb" in config.trackers() else {})
-    iteration = 0
-    if resume is not None:
-        accelerator.load_state(str(resume))
-        iteration = json.loads((resume / "trainer_state.json").read_text())["step"]
-        log.info("resumed from %s at iteration %d", resume, iteration)
+    start_trackers(accelerator, config, out, "rl2")
+    iteration = load_checkpoint(accelerator, resume)
     record = Recorder(accelerator, out)
     iteration = train_loop(config, out, accelerator, model, optimizer, scheduler, env, sampler,
                            iteration, record)
+    record_checksums(accelerator, model, record, iteration)
     env_steps = (iteration * config.num_envs * config.trial_episodes * env.spec.episode_len
                  * accelerator.num_processes)
     model_dir = save_model(config, out, accelerator, model, sampler, iteration, env_steps,

@@ -520,28 +520,15 @@ def main(config: TrainConfig) -> dict:
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if val_dl is not None and not config.streaming:
         val_dl = accelerator.prepare(val_dl)
-    if config.trackers():  # wandb runs live inside the run folder
-        accelerator.init_trackers(
-            config.project, config={**dataclasses.asdict(config), **run_info(accelerator)},
-            init_kwargs={"wandb": {"dir": str(out), "job_type": "train"}}
-            if "wandb" in config.trackers() else {})
-    step = 0
-    if resume is not None:
-        accelerator.load_state(str(resume))
-        step = json.loads((resume / "trainer_state.json").read_text())["step"]
-        log.info("resumed from %s at step %d", resume, step)
+    start_trackers(accelerator, config, out, "train")
+    step = load_checkpoint(accelerator, resume)
     record = Recorder(accelerator, out)
     step = train_loop(config, out, accelerator, model, optimizer, scheduler, train_dl, stream,
                       val_dl, step, record)
     if val_dl is not None and not any("eval/loss" in m for m in record.rows):
         # resumed from the final checkpoint: still report the held-out loss of what we return
         record({"step": step, **evaluate(model, val_dl, accelerator, config.eval_batches)})
-    with torch.no_grad():  # every rank must hold the same weights; record the evidence
-        checksum = torch.stack([p.double().sum() for p in model.parameters()]).sum()
-        sums = accelerator.gather(checksum[None].to(accelerator.device)).tolist()
-    record({"step": step, "ranks/param_checksums": sums})
-    if max(sums) != min(sums):
-        log.warning("ranks disagree on the parameters: %s", sums)
+    sums = record_checksums(accelerator, model, record, step)
     model_dir = save_model(config, out, accelerator, model, train.meta, record.rows, step)
     # Tear down in order, every rank together: the prepared model (DDP) holds the process
     # group, so free it first; otherwise the group is destroyed only when main() returns, at
@@ -554,6 +541,36 @@ def main(config: TrainConfig) -> dict:
     evals = [m["eval/loss"] for m in record.rows if "eval/loss" in m]
     return {"model_dir": str(model_dir), "metrics": record.rows, "steps": step,
             "final_eval_loss": evals[-1] if evals else None, "param_checksums": sums}
+
+
+def start_trackers(accelerator, config, out: Path, job_type: str) -> None:
+    """Init --report-to's trackers with the run's config (wandb runs live in the run folder)."""
+    if config.trackers():
+        accelerator.init_trackers(
+            config.project, config={**dataclasses.asdict(config), **run_info(accelerator)},
+            init_kwargs={"wandb": {"dir": str(out), "job_type": job_type}}
+            if "wandb" in config.trackers() else {})
+
+
+def load_checkpoint(accelerator, resume: Path | None) -> int:
+    """Restore a checkpoint (model, optimizer, scheduler, RNG); the step it was saved at."""
+    if resume is None:
+        return 0
+    accelerator.load_state(str(resume))
+    step = json.loads((resume / "trainer_state.json").read_text())["step"]
+    log.info("resumed from %s at step %d", resume, step)
+    return step
+
+
+def record_checksums(accelerator, model, record: Recorder, step: int) -> list[float]:
+    """Every rank must hold the same weights: record each rank's parameter sum as evidence."""
+    with torch.no_grad():
+        checksum = torch.stack([p.double().sum() for p in model.parameters()]).sum()
+        sums = accelerator.gather(checksum[None].to(accelerator.device)).tolist()
+    record({"step": step, "ranks/param_checksums": sums})
+    if max(sums) != min(sums):
+        log.warning("ranks disagree on the parameters: %s", sums)
+    return sums
 
 
 def endless(stream, device):
