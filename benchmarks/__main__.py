@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 MODULES = ["bench_envs", "bench_generate", "bench_train", "bench_eval", "bench_streaming",
-           "bench_bayes", "bench_rl2"]
+           "bench_bayes", "bench_rl2", "bench_startup"]
 NAMES = [m.removeprefix("bench_") for m in MODULES]
 
 
@@ -58,6 +58,15 @@ def table(results: dict) -> str:
                          f"L={m['num_layers']} ctx "
                          f"{m['context']} | {m['tokens_per_s']:.0f} tokens/s, "
                          f"{m['fraction_of_matmul']:.0%} of matmul |")
+        ref = b["train"].get("versus_gpt2")
+        if ref:
+            shape = (f"d={ref['hidden_size']} L={ref['num_layers']} ctx {ref['context']} "
+                     f"batch {ref['batch']}")
+            lines.append(f"| training, GPT-2 reference of DPT's shape, {shape} | "
+                         f"{ref['transitions_per_s']['gpt2_reference']:.0f} transitions/s |")
+            for name, ratio in ref["over_gpt2"].items():
+                lines.append(f"| training {name} over the GPT-2 reference, same shape, timed in "
+                             f"turn | {ratio:.2f}x ({ref['transitions_per_s'][name]:.0f}/s) |")
     if "eval" in b:
         for r in b["eval"]["results"]:
             if r.get("mode") == "kv_cache":
@@ -87,6 +96,16 @@ def table(results: dict) -> str:
                          f"trials, {r['epochs']}x{r['minibatches']} minibatches | "
                          f"{r['env_steps_per_s'] / 1e3:.0f} k ({r['update_share']:.0%} in "
                          "updates) |")
+    if "startup" in b:
+        r = b["startup"]
+        slowest = max(r["help_s"], key=r["help_s"].get)
+        lines.append(f"| `icl-rl CMD --help`, slowest command ({slowest}) | "
+                     f"{r['max_help_s']:.2f} s |")
+        for name, t in r["to_first_work_s"].items():
+            lines.append(f"| start-up before `{name}`'s own work (options parsed, modules "
+                         f"imported) | {t:.2f} s |")
+        for name, t in r["floors_s"].items():
+            lines.append(f"| start-up floor: {name} | {t:.2f} s |")
     if "streaming" in b:
         lines.append(f"| streamed training peak RSS, 10x data / 1x | "
                      f"{b['streaming']['streamed_ratio_10x_vs_1x']:.2f} |")

@@ -8,7 +8,6 @@ generating only the shards that are missing.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -21,7 +20,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from icl_rl.config import parse_config, parse_kwargs, require_positive
+from data_gen.config import GenerateConfig
+from icl_rl.config import parse_config, require_positive
 from icl_rl.dataset import (
     card_body,
     content_hash,
@@ -41,79 +41,6 @@ from icl_rl.tasks import card_split, split_ids, training_pool
 
 log = logging.getLogger(__name__)
 STAMP = "generate_config.json"  # written first; identifies the dataset a folder is becoming
-
-
-@dataclass(frozen=True)
-class GenerateConfig:
-    """Generate a dataset of RL learning histories (one row per history) in the Hub layout."""
-
-    out: str = "runs/dataset"
-    """Output folder (created; must be empty or hold an unfinished run of the same config)."""
-    env: str = "bernoulli_bandit"
-    """Environment family: bernoulli_bandit, gaussian_bandit, dark_room, dark_room_hard,
-    dark_key_to_door, dark_maze."""
-    learner: str = "ucb"
-    """Source learner whose learning is recorded: random, epsilon_greedy, ucb, thompson
-    (bandits); q_learning, ppo, noise_distill, posterior_sampling (gridworlds)."""
-    num_histories: int = 10000
-    """Histories in all, train and held-out together."""
-    steps: int = 500
-    """Steps per history (a bandit step is one episode)."""
-    episode_stride: int = 1
-    """Keep every k-th episode of each learning history (Algorithm Distillation's subsampled
-    histories): the learner runs k x --steps steps and the dataset stores --steps of them, so a
-    context of a few episodes spans k times more of the learner's progress."""
-    heldout_fraction: float = 0.1
-    """Fraction of histories (and, for finite task sets, of tasks) in the held-out `test` split."""
-    train_tasks: int | None = None
-    """Train histories cycle through only this many distinct tasks (default: every history
-    its own task, or the whole training split of a finite task set). The task-diversity
-    ablation: trained on one task, a model can recall it instead of learning in context.
-    Held-out histories are not affected."""
-    seed: int = 0
-    """Base seed: the same seed and config give byte-identical data."""
-    shard_size: int = 4096
-    """Histories per parquet shard; also the batch rolled out at once. Part of the data's
-    identity: changing it changes the random streams."""
-    num_proc: int = 1
-    """Worker processes; shards are divided among them. Does not change the bytes."""
-    num_arms: int | None = None
-    """Bandits: number of arms (env default if unset)."""
-    noise_std: float | None = None
-    """Gaussian bandit: reward noise std (env default if unset)."""
-    size: int | None = None
-    """Gridworlds: side of the grid (env default if unset)."""
-    episode_len: int | None = None
-    """Gridworlds: steps per episode (env default if unset)."""
-    env_kwargs: str | None = None
-    """Other env parameters as a JSON object, e.g. '{"num_arms": 10}'."""
-    learner_kwargs: str | None = None
-    """Learner hyperparameters as a JSON object, e.g. '{"c": 2.0}'."""
-    license: str = "mit"
-    """License written into the dataset card."""
-    push_to_hub: str | None = None
-    """After writing, upload the folder to this Hub dataset repo (user/name)."""
-    private: bool = False
-    """Create the Hub repo as private."""
-
-    def env_params(self) -> dict:
-        """Env constructor arguments from the flat flags and --env-kwargs."""
-        params = parse_kwargs(self.env_kwargs, "--env-kwargs")
-        for name in ("num_arms", "noise_std", "size", "episode_len"):
-            if getattr(self, name) is not None:
-                params[name] = getattr(self, name)
-        return params
-
-    def learner_params(self) -> dict:
-        """Learner hyperparameters from --learner-kwargs."""
-        return parse_kwargs(self.learner_kwargs, "--learner-kwargs")
-
-    def identity(self) -> dict:
-        """The fields that determine the bytes of the dataset."""
-        d = dataclasses.asdict(self)
-        for k in ("out", "num_proc", "push_to_hub", "private"):
-            d.pop(k)
-        return d
 
 
 def validate(config: GenerateConfig) -> tuple[Env, object]:

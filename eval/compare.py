@@ -10,33 +10,15 @@ and compare.png (the same panels as each run's curves.png).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from eval.config import CompareConfig
 from eval.report import agents_table, plot
-from icl_rl.config import normalize_lists, parse_config
+from icl_rl.config import parse_config
 from icl_rl.errors import IclRlError
 from icl_rl.io import atomic_write_text
 
 SAME = ("env", "episodes", "episode_len", "num_tasks", "seed", "split")
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    """Put the models of several evaluations side by side."""
-
-    results: list[str] = field(default_factory=list)
-    """Evaluation folders or results.json files, each optionally NAME=PATH (default name:
-    the folder's name); space- or comma-separated."""
-    out: str = "runs/compare"
-    """Folder for compare.md and compare.png."""
-    baselines: list[str] = field(default_factory=list)
-    """Baselines of the first run to show (default: all of them)."""
-    title: str | None = None
-    """Title of the plot."""
-
-    def __post_init__(self) -> None:
-        normalize_lists(self, "results", "baselines")
 
 
 def read(spec: str) -> tuple[str, dict]:

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from eval.config import EvalConfig
 from eval.metrics import Context, compute_metrics, extras_for, metrics_for
 from eval.offline import check_sizes, offline
 from eval.report import add_to_model_card, log_to_wandb, plot, report
 from icl_rl.agents import OracleAgent
-from icl_rl.config import normalize_lists, parse_config, parse_kwargs, require_positive, save_config
+from icl_rl.config import parse_config, parse_kwargs, require_positive, save_config
 from icl_rl.dataset import read_card
 from icl_rl.envs import Env, make_env
 from icl_rl.errors import IclRlError
@@ -39,66 +39,6 @@ log = logging.getLogger(__name__)
 # Baselines that only bandits have; elsewhere they are left out of the default list.
 BANDIT_BASELINES = ("ucb", "thompson", "greedy", "epsilon_greedy", "dirichlet_mix")
 # (bayes_optimal: Bernoulli bandits, exact where the dynamic program fits, else "gittins")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Evaluate a trained model in context on held-out tasks."""
-
-    model: str = "runs/model/model"
-    """Trained model folder (or the run folder that holds model/)."""
-    dataset: str | None = None
-    """Dataset it was trained on: gives the held-out tasks and the source learner (default:
-    the one recorded in the model's config)."""
-    out: str = "runs/eval"
-    """Folder for curves.png, report.md, results.json."""
-    env: str | None = None
-    """Env family to evaluate in (default and only allowed: the model's own)."""
-    env_kwargs: str | None = None
-    """Env parameter overrides as JSON (must keep the model's observation and action spaces)."""
-    num_tasks: int = 256
-    """Tasks evaluated (a finite split is cycled through)."""
-    split: str = "test"
-    """Which goals of a finite task set: `test` (the held-out ones) or `train` (the ones the
-    model was trained on: the gap between the two measures memorization)."""
-    batch_size: int | None = None
-    """Tasks rolled out at once (default: all). Only memory and speed change with it: every
-    task has its own random streams, so the numbers are the same for any batch size."""
-    episodes: int = 40
-    """Episodes per task (for bandits one episode is one pull)."""
-    greedy: bool = False
-    """Take the model's most likely action instead of sampling from it."""
-    temperature: float = 1.0
-    """Sample from softmax(logits / temperature): below 1 sharpens the model's policy (e.g.
-    sheds the uniform noise a noise-distilled model imitates) while keeping it stochastic."""
-    window: int | None = None
-    """Tokens of context the model sees (default: its training context); older ones slide out."""
-    baselines: list[str] = field(
-        default_factory=lambda: ["source", "random", "oracle", "ucb", "thompson"])
-    """Agents next to the model, space- or comma-separated (ucb, thompson only for bandits;
-    posterior_sampling: thompson on bandits, the goal posterior sampler on Dark Room;
-    bayes_optimal: Bernoulli bandits, the exact Bayes-optimal policy for the evaluation's
-    horizon where its dynamic program fits, else the Gittins-index approximation, shown as
-    `gittins`; others: any learner name)."""
-    improvement_k: int | None = None
-    """Episodes averaged at each end for the in-context improvement (default: episodes // 10)."""
-    seed: int = 12345
-    """Seed of the evaluation tasks and environment noise."""
-    offline_context: list[str] = field(default_factory=list)
-    """Offline deployment (dpt models): context sizes n, e.g. 10,50,200. The model acts
-    greedily from a fixed context, the first n transitions of the dataset's held-out
-    histories, on their tasks (results.json "offline", a table in report.md)."""
-    offline_episodes: int = 1
-    """Episodes per task of each offline deployment."""
-    progress: bool = True
-    """Show a progress bar."""
-    report_to: list[str] = field(default_factory=lambda: ["none"])
-    """none or wandb: log the curves (line plots and the PNG) and the table to a tracker."""
-    project: str = "icl-rl"
-    """Tracker project name."""
-
-    def __post_init__(self) -> None:
-        normalize_lists(self, "baselines", "report_to", "offline_context")
 
 
 def summarize(h: History, env: Env, k: int, task_oracle: np.ndarray) -> dict:

@@ -11,21 +11,25 @@ task from its context does better as n grows.
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING
 
 from eval.metrics import mean_ci
-from icl_rl.dataset import load_histories
 from icl_rl.envs import Env
 from icl_rl.errors import IclRlError
-from icl_rl.models.base import FamilyModel
-from icl_rl.policy import ModelAgent
-from icl_rl.rng import TaskGenerators
 from icl_rl.rollout import rollout
+
+if TYPE_CHECKING:  # the model stack loads only when offline() runs (`compare` needs none)
+    from icl_rl.models.base import FamilyModel
 
 
 def offline(model: FamilyModel, env: Env, dataset: str, sizes: list[int], num_tasks: int,
             episodes: int, seed: int, split: str = "test") -> dict:
     """Greedy returns from fixed contexts of each size in `sizes` (roll-in transitions of
     `dataset`'s `split`, on the tasks of those histories)."""
+    from icl_rl.dataset import load_histories
+    from icl_rl.policy import ModelAgent
+    from icl_rl.rng import TaskGenerators
+
     if "frozen_context" not in inspect.signature(model.init_state).parameters:
         raise IclRlError(f"--offline-context: a {model.config.model_type} model has no fixed-"
                          "context mode (offline deployment is the dpt family's)")

@@ -27,47 +27,17 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from eval.config import ProbeConfig
 from icl_rl.config import parse_config, require_positive, save_config
 from icl_rl.errors import IclRlError
 from icl_rl.io import atomic_write_text
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ProbeConfig:
-    """Linear probes for the task posterior in a trained model's hidden states."""
-
-    model: str = "runs/model/model"
-    """Trained model folder (or the run folder that holds model/)."""
-    dataset: str | None = None
-    """Dataset it was trained on: gives held-out tasks for finite task sets (default: the one
-    recorded in the model's config)."""
-    out: str = "runs/probe"
-    """Folder for probe.json, probe.md and probe.png."""
-    num_tasks: int = 256
-    """Tasks the model acts on (a finite split is cycled through)."""
-    episodes: int | None = None
-    """Episodes per task (default: the model's context for bandits, 20 for gridworlds)."""
-    steps_per_task: int = 64
-    """Steps per task whose hidden states are kept (evenly spaced): bounds the memory."""
-    batch_size: int = 256
-    """Tasks replayed at once (a step costs about the same for 64 tasks as for 256 on a CPU:
-    fewer, wider batches are faster; memory grows with it by the acting state)."""
-    buckets: int = 4
-    """Step buckets the R^2 is also reported for (early to late in the history)."""
-    folds: int = 5
-    """Cross-validation folds over tasks."""
-    seed: int = 12345
-    """Seed of the tasks, the env noise, the untrained control and the shuffles."""
-    progress: bool = True
-    """Show a progress bar."""
 
 
 def targets_for(env, h, keep: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:

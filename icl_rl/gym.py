@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import gymnasium
 import numpy as np
-import torch
 from gymnasium import spaces
 
-from icl_rl.envs import Bandit, make_env
 from icl_rl.errors import IclRlError
+
+# torch and the env families are imported where used: registering the ids on `import icl_rl`
+# costs only Gymnasium's import.
 
 ENV_IDS = {
     "BernoulliBandit-v0": "bernoulli_bandit",
@@ -42,6 +43,10 @@ class TaskEnv(gymnasium.Env):
 
     def __init__(self, family: str, task=None, episodes_per_reset: int | None = None,
                  **params) -> None:
+        import torch
+
+        from icl_rl.envs import Bandit, make_env
+
         self.env = make_env(family, **params)
         spec = self.env.spec
         bandit = isinstance(self.env, Bandit)
@@ -60,6 +65,8 @@ class TaskEnv(gymnasium.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """New episode of the same task (a new task on the first reset or if asked)."""
+        import torch
+
         super().reset(seed=seed)
         g = torch.Generator().manual_seed(int(self.np_random.integers(2**62)))
         if self.task is None or (options or {}).get("new_task"):
@@ -70,6 +77,8 @@ class TaskEnv(gymnasium.Env):
 
     def step(self, action):
         """One step; truncated after `episodes_per_reset` of the family's episodes."""
+        import torch
+
         obs, reward, done = self.env.step(torch.as_tensor([int(action)]))
         self.t += 1
         truncated = self.t >= self.horizon
@@ -122,6 +131,8 @@ class ModelAdapter:
 
     def act(self, obs) -> np.ndarray | int:
         """Actions for `obs` (starts a new context on the first call)."""
+        import torch
+
         o = torch.as_tensor(np.asarray(obs, dtype=np.float32))
         single = o.ndim == 1
         o = o[None] if single else o
@@ -134,6 +145,8 @@ class ModelAdapter:
 
     def observe(self, action, reward, terminated, truncated) -> None:
         """Feed back what the env returned for the last action."""
+        import torch
+
         a = torch.as_tensor(np.atleast_1d(action)).long()
         r = torch.as_tensor(np.atleast_1d(reward), dtype=torch.float32)
         done = torch.as_tensor(np.atleast_1d(np.logical_or(terminated, truncated)))

@@ -36,9 +36,10 @@ from eval.evaluate import EvalConfig
 from eval.evaluate import main as evaluate
 from eval.evaluate import validate as validate_eval
 from eval.metrics import metrics_of, registered_metrics
-from icl_rl.config import as_list, normalize_lists, parse_config
+from icl_rl.config import as_list, parse_config
 from icl_rl.errors import IclRlError
 from icl_rl.io import atomic_write_text
+from pipeline.config import SweepConfig
 from training.rl2 import RL2Config
 from training.rl2 import main as rl2
 from training.rl2 import validate as validate_rl2
@@ -54,23 +55,6 @@ WIRED = {"generate": ("out",), "train": ("dataset", "out", "resume_from_checkpoi
          "eval": ("model", "dataset", "out"), "rl2": ("out", "resume_from_checkpoint")}
 # the two ways to an in-context learner a variant may run, and the stages of each
 PIPELINES = {"ad": ("generate", "train", "eval"), "rl2": ("rl2", "eval")}
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """Run every variant of an ablation sweep (resumable) and tabulate what is left of
-    in-context learning in each."""
-
-    sweep: str = "configs/sweeps/bandit_ingredients.yaml"
-    """Sweep file (YAML): out, base generate/train/eval settings, variants of overrides."""
-    out: str | None = None
-    """Sweep folder (default: the sweep file's `out`)."""
-    only: list[str] = dataclasses.field(default_factory=list)
-    """Variants to run now, space- or comma-separated (default: all); the summary covers every
-    finished one."""
-
-    def __post_init__(self) -> None:
-        normalize_lists(self, "only")
 
 
 @dataclass

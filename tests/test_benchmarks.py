@@ -13,7 +13,7 @@ def test_benchmark_suite_quick(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / "bench_results/results.json").read_text())
     names = [b["benchmark"] for b in res["benchmarks"]]
-    assert names == ["envs", "generate", "train", "eval", "streaming", "bayes", "rl2"]
+    assert names == ["envs", "generate", "train", "eval", "streaming", "bayes", "rl2", "startup"]
     assert not [b for b in res["benchmarks"] if "error" in b]
     assert res["limits"]["matmul_gflops_fp32"] > 0 and res["limits"]["memory_bandwidth_gbs"] > 0
     assert "| fp32 matmul" in (tmp_path / "bench_results/results.md").read_text()

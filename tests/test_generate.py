@@ -176,7 +176,8 @@ def test_accelerate_launch_two_ranks_gives_the_same_bytes(tmp_path):
     assert one == two and len(one) == 9  # 5 + 2 shards, card, stamp
 
 
-@pytest.mark.parametrize("command", ["generate", "train", "eval", "demo", "verify"])
+@pytest.mark.parametrize("command", ["generate", "verify", "train", "rl2", "eval", "probe",
+                                     "compare", "sweep", "demo"])
 def test_every_option_has_help(command, capsys):
     """`icl-rl CMD --help` lists every field of the command's config with its docstring."""
     import dataclasses
@@ -185,9 +186,8 @@ def test_every_option_has_help(command, capsys):
     from icl_rl.cli import COMMANDS, main
 
     module = importlib.import_module(COMMANDS[command][0])
-    config_cls = next(v for k, v in vars(module).items()
-                      if k.endswith("Config") and dataclasses.is_dataclass(v)
-                      and v.__module__ == module.__name__)
+    config_cls = getattr(module, COMMANDS[command][1])  # the command module uses this class
+    assert dataclasses.is_dataclass(config_cls)
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
     assert e.value.code == 0

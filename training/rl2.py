@@ -28,7 +28,6 @@ import gc
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +36,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from icl_rl.config import (
-    RunOptions,
-    normalize_lists,
     parse_config,
     parse_kwargs,
     require_positive,
@@ -51,88 +48,9 @@ from icl_rl.policy import ModelAgent
 from icl_rl.rollout import rollout
 from icl_rl.tasks import card_split, training_pool
 from icl_rl.transitions import check_parts, sequences
+from training.config import RL2Config
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RL2Config(RunOptions):
-    """Train an in-context learner by plain RL across tasks (RL²: PPO with a memory policy)."""
-
-    env: str = "bernoulli_bandit"
-    """Env family (icl_rl.envs) whose tasks the policy meets, one task per trial."""
-    env_kwargs: str | None = None
-    """Env parameters as a JSON object (or a mapping in a YAML config), e.g. '{"num_arms": 5}'."""
-    out: str = "runs/rl2"
-    """Run folder: checkpoints/, metrics.jsonl, and the final model in model/."""
-    model: str = "gru"
-    """Model family with a value head: gru (a GRU, or an LSTM with cell: lstm), or ad (a
-    transformer whose context is the whole trial; --memory history only)."""
-    model_kwargs: str | None = None
-    """The family's own options as a JSON object, e.g. '{"hidden_size": 64}'."""
-    memory: str = "history"
-    """What the policy remembers: history (the whole trial, RL²), episode (reset at every
-    episode start: within-episode memory only) or none (a feedforward policy)."""
-    hide_inputs: list[str] = field(default_factory=list)
-    """Parts of every step's input the policy never sees: reward, action, episode_start,
-    observation (ablations); space- or comma-separated."""
-    train_tasks: int | None = None
-    """Train on this many tasks only (the task-diversity ablation): the first K training goals
-    of a finite family, K fixed samples of a continuous one. Default: the whole training
-    distribution."""
-    heldout_fraction: float = 0.1
-    """Finite families: share of the task set held out (never trained on; `eval` reads the
-    split from the model)."""
-    trial_episodes: int = 10
-    """Episodes per trial (one task; memory kept across them). Bandits: pulls per trial."""
-    num_envs: int = 256
-    """Trials (tasks) rolled out at once per process per iteration."""
-    iterations: int = 300
-    """PPO iterations (each: one batch of trials, then the updates)."""
-    lr: float = 1e-3
-    """Adam learning rate (annealed linearly to 0 with --anneal-lr)."""
-    anneal_lr: bool = True
-    """Decay the learning rate linearly to 0 over the iterations."""
-    gamma: float = 0.99
-    """Discount within a trial (episode ends are not cut)."""
-    gae_lambda: float = 0.3
-    """GAE lambda (Duan et al. 2016 use 0.3 on bandits)."""
-    clip: float = 0.2
-    """PPO ratio clipping range."""
-    epochs: int = 4
-    """Passes over each batch of trials."""
-    minibatches: int = 2
-    """Minibatches per pass (split by trial: each holds whole trials)."""
-    entropy_coef: float = 0.01
-    """Weight of the policy entropy bonus."""
-    value_coef: float = 0.5
-    """Weight of the value loss."""
-    max_grad_norm: float = 0.5
-    """Gradient clipping norm (0 disables)."""
-    normalize_advantages: bool = True
-    """Standardise each minibatch's advantages."""
-    save_every: int = 50
-    """Checkpoint every this many iterations (0: only at the end)."""
-    log_every: int = 10
-    """Log training metrics every this many iterations."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        normalize_lists(self, "hide_inputs")
-
-    def model_options(self) -> dict:
-        """--model-kwargs with the RL² settings the family must have (value head, memory)."""
-        options = parse_kwargs(self.model_kwargs, "--model-kwargs")
-        for name in ("memory", "value_head"):
-            if name in options:
-                raise IclRlError(f"--model-kwargs: {name} is set by rl2 (use --memory)")
-        if self.model in FAMILIES and "memory" not in FAMILIES[self.model][0].options():
-            if self.memory != "history":  # a transformer's memory is its context
-                raise IclRlError(f"--memory {self.memory}: the {self.model} family keeps the "
-                                 "whole trial in its context; use --model gru for this "
-                                 "ablation")
-            return {**options, "value_head": True}
-        return {**options, "memory": self.memory, "value_head": True}
 
 
 def validate(config: RL2Config) -> Env:

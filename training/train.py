@@ -18,7 +18,6 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,10 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from icl_rl.config import (
-    RunOptions,
-    normalize_lists,
     parse_config,
-    parse_kwargs,
     require_positive,
     save_config,
 )
@@ -50,95 +46,13 @@ from icl_rl.models import (
     check_env,
     family_config,
     family_of,
-    family_options,
     load_model,
 )
 from icl_rl.transitions import check_parts
+from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 CKPT_PREFIX = "step_"
-
-
-@dataclass(frozen=True)
-class TrainConfig(RunOptions):
-    """Train an in-context model (Algorithm Distillation by default) on learning histories."""
-
-    dataset: str = "runs/dataset"
-    """Dataset folder, parquet file or Hub repo id (made by `icl-rl generate`)."""
-    out: str = "runs/model"
-    """Run folder: checkpoints/, metrics.jsonl, and the final model in model/."""
-    model: str = "ad"
-    """Model family (registered in icl_rl.models): ad, the transformer of Algorithm
-    Distillation; gru, a recurrent network (GRU, or LSTM with cell: lstm) over the same
-    inputs, acting with a constant-size state."""
-    model_kwargs: str | None = None
-    """The family's own options as a JSON object (or a mapping in a YAML config), e.g.
-    '{"hidden_size": 64, "num_layers": 4, "num_heads": 4}' for ad; unknown names are refused
-    with the list of the family's options."""
-    context: int = 256
-    """Window length K in steps (= tokens); the model's context."""
-    target: str | None = None
-    """What the model learns to predict at every step: `actions`, the source learner's own
-    (Algorithm Distillation), or `optimal_actions`, the oracle's action in that state given
-    the true task (the model has to infer the task from the context). Default: the family's
-    (actions for ad and gru; dpt learns only optimal_actions, at its query states)."""
-    history_start_fraction: float = 0.0
-    """Share of training windows that start at a history's first step. At evaluation the
-    model's first `context` steps (its search of a new task) see the history from there, but
-    only 1 in T - K + 1 random windows does; 0 samples windows uniformly."""
-    hide_inputs: list[str] = field(default_factory=list)
-    """Parts of every step's input the model never sees: action, reward, episode_start,
-    observation (ablations of the ingredients of in-context RL); space- or comma-separated."""
-    init_model: str | None = None
-    """Start from this trained model folder instead of a fresh one (same env family)."""
-    batch_size: int = 32
-    """Windows per batch per process."""
-    grad_accum: int = 1
-    """Micro-batches accumulated per optimizer step."""
-    max_steps: int = 2000
-    """Optimizer steps."""
-    lr: float = 3e-4
-    """Peak learning rate (AdamW)."""
-    weight_decay: float = 0.01
-    """AdamW weight decay."""
-    warmup_steps: int = 100
-    """Linear warmup steps."""
-    schedule: str = "cosine"
-    """LR schedule after warmup: cosine, linear or constant."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping norm (0 disables)."""
-    eval_every: int = 200
-    """Validate on the held-out split every this many steps (0: only at the end)."""
-    eval_batches: int = 8
-    """Batches of held-out windows per validation."""
-    num_workers: int = 0
-    """DataLoader worker processes."""
-    streaming: bool = False
-    """Read the dataset chunk by chunk instead of loading it (for data larger than memory);
-    each process reads its own shards."""
-    push_to_hub: str | None = None
-    """After training, upload the final model (with its model card) to this Hub repo."""
-    private: bool = False
-    """Create the Hub repo as private."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        normalize_lists(self, "hide_inputs")
-
-    def model_options(self) -> dict:
-        """--model-kwargs as a dict."""
-        return parse_kwargs(self.model_kwargs, "--model-kwargs")
-
-    @staticmethod
-    def unknown_option_hint(names: list[str]) -> str:
-        """Where options that are not TrainConfig's belong (a family's go in model_kwargs)."""
-        owners = {n: f for f in FAMILIES for n in family_options(f)}
-        found = [n for n in names if n in owners]
-        if not found:
-            return ""
-        return (f"; {', '.join(found)} belong(s) to the model family: put them under "
-                f"model_kwargs, e.g. model_kwargs: {{{found[0]}: ...}}")
-
 
 
 def validate(config: TrainConfig) -> None:
@@ -310,6 +224,8 @@ def make_accelerator(config, out: Path):
         log_with=config.trackers() or None,
         project_dir=str(out),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # --compile; otherwise what `accelerate launch --dynamo_backend` set (default: none)
+        dynamo_backend="inductor" if getattr(config, "compile", False) else None,
         # The schedule counts optimizer steps whatever the number of processes; by default
         # accelerate would step it once per process per optimizer step.
         step_scheduler_with_optimizer=False,
@@ -474,7 +390,7 @@ def save_model(config: TrainConfig, out: Path, accelerator, model, meta: dict,
     if accelerator.is_main_process:
         tmp = out / ".tmp-model"
         shutil.rmtree(tmp, ignore_errors=True)
-        unwrapped = accelerator.unwrap_model(model)
+        unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
         unwrapped.config.provenance = {"dataset": config.dataset, "steps": step,
                                        "context": config.context, "target": config.target,
                                        "learner": meta.get("learner")}

@@ -1,0 +1,119 @@
+"""Options of `icl-rl eval`, `icl-rl probe` and `icl-rl compare`.
+
+Kept apart from the commands' code, with light imports only, so `--help` and a bad flag are
+answered before torch, transformers and matplotlib load (see `icl_rl.cli`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from icl_rl.config import normalize_lists
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluate a trained model in context on held-out tasks."""
+
+    model: str = "runs/model/model"
+    """Trained model folder (or the run folder that holds model/)."""
+    dataset: str | None = None
+    """Dataset it was trained on: gives the held-out tasks and the source learner (default:
+    the one recorded in the model's config)."""
+    out: str = "runs/eval"
+    """Folder for curves.png, report.md, results.json."""
+    env: str | None = None
+    """Env family to evaluate in (default and only allowed: the model's own)."""
+    env_kwargs: str | None = None
+    """Env parameter overrides as JSON (must keep the model's observation and action spaces)."""
+    num_tasks: int = 256
+    """Tasks evaluated (a finite split is cycled through)."""
+    split: str = "test"
+    """Which goals of a finite task set: `test` (the held-out ones) or `train` (the ones the
+    model was trained on: the gap between the two measures memorization)."""
+    batch_size: int | None = None
+    """Tasks rolled out at once (default: all). Only memory and speed change with it: every
+    task has its own random streams, so the numbers are the same for any batch size."""
+    episodes: int = 40
+    """Episodes per task (for bandits one episode is one pull)."""
+    greedy: bool = False
+    """Take the model's most likely action instead of sampling from it."""
+    temperature: float = 1.0
+    """Sample from softmax(logits / temperature): below 1 sharpens the model's policy (e.g.
+    sheds the uniform noise a noise-distilled model imitates) while keeping it stochastic."""
+    window: int | None = None
+    """Tokens of context the model sees (default: its training context); older ones slide out."""
+    baselines: list[str] = field(
+        default_factory=lambda: ["source", "random", "oracle", "ucb", "thompson"])
+    """Agents next to the model, space- or comma-separated (ucb, thompson only for bandits;
+    posterior_sampling: thompson on bandits, the goal posterior sampler on Dark Room;
+    bayes_optimal: Bernoulli bandits, the exact Bayes-optimal policy for the evaluation's
+    horizon where its dynamic program fits, else the Gittins-index approximation, shown as
+    `gittins`; others: any learner name)."""
+    improvement_k: int | None = None
+    """Episodes averaged at each end for the in-context improvement (default: episodes // 10)."""
+    seed: int = 12345
+    """Seed of the evaluation tasks and environment noise."""
+    offline_context: list[str] = field(default_factory=list)
+    """Offline deployment (dpt models): context sizes n, e.g. 10,50,200. The model acts
+    greedily from a fixed context, the first n transitions of the dataset's held-out
+    histories, on their tasks (results.json "offline", a table in report.md)."""
+    offline_episodes: int = 1
+    """Episodes per task of each offline deployment."""
+    progress: bool = True
+    """Show a progress bar."""
+    report_to: list[str] = field(default_factory=lambda: ["none"])
+    """none or wandb: log the curves (line plots and the PNG) and the table to a tracker."""
+    project: str = "icl-rl"
+    """Tracker project name."""
+
+    def __post_init__(self) -> None:
+        normalize_lists(self, "baselines", "report_to", "offline_context")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Linear probes for the task posterior in a trained model's hidden states."""
+
+    model: str = "runs/model/model"
+    """Trained model folder (or the run folder that holds model/)."""
+    dataset: str | None = None
+    """Dataset it was trained on: gives held-out tasks for finite task sets (default: the one
+    recorded in the model's config)."""
+    out: str = "runs/probe"
+    """Folder for probe.json, probe.md and probe.png."""
+    num_tasks: int = 256
+    """Tasks the model acts on (a finite split is cycled through)."""
+    episodes: int | None = None
+    """Episodes per task (default: the model's context for bandits, 20 for gridworlds)."""
+    steps_per_task: int = 64
+    """Steps per task whose hidden states are kept (evenly spaced): bounds the memory."""
+    batch_size: int = 256
+    """Tasks replayed at once (a step costs about the same for 64 tasks as for 256 on a CPU:
+    fewer, wider batches are faster; memory grows with it by the acting state)."""
+    buckets: int = 4
+    """Step buckets the R^2 is also reported for (early to late in the history)."""
+    folds: int = 5
+    """Cross-validation folds over tasks."""
+    seed: int = 12345
+    """Seed of the tasks, the env noise, the untrained control and the shuffles."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Put the models of several evaluations side by side."""
+
+    results: list[str] = field(default_factory=list)
+    """Evaluation folders or results.json files, each optionally NAME=PATH (default name:
+    the folder's name); space- or comma-separated."""
+    out: str = "runs/compare"
+    """Folder for compare.md and compare.png."""
+    baselines: list[str] = field(default_factory=list)
+    """Baselines of the first run to show (default: all of them)."""
+    title: str | None = None
+    """Title of the plot."""
+
+    def __post_init__(self) -> None:
+        normalize_lists(self, "results", "baselines")
