@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from data_gen.generate import GenerateConfig
@@ -18,38 +17,9 @@ from eval.evaluate import EvalConfig
 from eval.evaluate import main as evaluate
 from icl_rl.config import parse_config
 from icl_rl.io import atomic_write_text
+from pipeline.config import DemoConfig
 from training.train import TrainConfig
 from training.train import main as train
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """Generate -> train -> evaluate in context, on a small bandit default."""
-
-    out: str = "runs/demo"
-    """Folder for dataset/, model run/, eval/ and the demo's report.md."""
-    num_arms: int = 5
-    """Arms of the Bernoulli bandits."""
-    learner: str = "ucb"
-    """Source learner whose learning is distilled."""
-    num_histories: int = 5000
-    """Learning histories generated (10% held out)."""
-    steps: int = 200
-    """Pulls per history; also the model's context and the evaluation horizon."""
-    train_steps: int = 1500
-    """Optimizer steps."""
-    batch_size: int = 32
-    """Windows per batch."""
-    hidden_size: int = 64
-    """Transformer width."""
-    num_layers: int = 3
-    """Decoder layers."""
-    lr: float = 1e-3
-    """Peak learning rate."""
-    num_tasks: int = 512
-    """Held-out tasks in the evaluation."""
-    seed: int = 0
-    """Seed of everything."""
 
 
 def main(config: DemoConfig) -> dict:
@@ -66,7 +36,7 @@ def main(config: DemoConfig) -> dict:
     run = train(TrainConfig(
         dataset=str(data), out=str(out / "run"), context=config.steps,
         model_kwargs={"hidden_size": config.hidden_size, "num_layers": config.num_layers,
-                      "num_heads": 4},
+                      "num_heads": 4, "intermediate_size": config.intermediate_size},
         batch_size=config.batch_size, max_steps=config.train_steps, lr=config.lr,
         warmup_steps=100, eval_every=max(1, config.train_steps // 5),
         save_every=max(1, config.train_steps // 3), seed=config.seed,

@@ -192,6 +192,23 @@ def test_resume_gives_identical_weights(ucb_data, tmp_path):
         "step_00000012", "step_00000024"]
 
 
+def test_compiled_training_matches_eager_and_its_checkpoints_resume_eagerly(ucb_data, tmp_path):
+    """--compile (torch.compile through accelerate) takes the same steps as eager training, to
+    float tolerance; its saved model and checkpoints carry plain parameter names, so a run
+    started compiled resumes without compiling."""
+    kw = dict(schedule="constant", max_steps=8, save_every=4, eval_every=0, batch_size=8)
+    eager = train(tiny(ucb_data, tmp_path / "eager", **kw))
+    train(tiny(ucb_data, tmp_path / "compiled", **{**kw, "max_steps": 4}, compile=True))
+    resumed = train(tiny(ucb_data, tmp_path / "compiled", **kw,
+                         resume_from_checkpoint="latest"))
+    assert resumed["steps"] == 8
+    a = AutoModel.from_pretrained(eager["model_dir"]).state_dict()
+    b = AutoModel.from_pretrained(resumed["model_dir"]).state_dict()
+    assert list(a) == list(b) and not [k for k in b if "_orig_mod" in k]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
 def test_two_processes_match_one_process_with_double_batch(ucb_data, tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo) against 1 process with twice the batch."""
     common = ["--dataset", str(ucb_data), "--context", "32", "--model-kwargs",
