@@ -498,3 +498,46 @@ for _metric in (
            plot=plot_divergence, note=DIVERGENCE_NOTE.lstrip("\n")),
 ):
     register_metric(_metric)
+
+
+# --- the two-step task: planning's behavioural signature ------------------------------------
+
+def two_step(h: History, ctx: Context) -> dict:
+    """Stay probabilities and the model-based / model-free indices (eval.two_step)."""
+    from eval.two_step import two_step_analysis
+
+    return two_step_analysis(h.actions.numpy(), h.observations[..., 0].long().numpy(),
+                             h.rewards.numpy())
+
+
+def _coef(key: str) -> Callable[[dict, int], str]:
+    """A coefficient with its CI, empty where the fit failed."""
+    return lambda a, k: ("fit failed" if a[key] is None
+                         else f"{a[key]:+.2f} ± {a[key + '_ci95']:.2f}")
+
+
+TWO_STEP_NOTE = """
+Two-step columns: P(stay) is the probability of repeating the first-stage choice after a
+rewarded (R) or unrewarded (U) trial whose transition was common (C) or rare (r), mean over
+tasks. The indices are coefficients of a logistic regression of staying on reward, transition
+and their product (coded +1/-1; 95% CIs with standard errors clustered by task): the reward
+effect is the model-free index, the reward x transition interaction the model-based index."""
+
+register_metric(Metric(
+    "two_step", two_step, applies=lambda env: getattr(env, "is_two_step", False),
+    columns=(Column("P(stay) RC / Rr / UC / Ur",
+                    tuple(f"stay_{r}_{c}" for r, c in (("rewarded", "common"),
+                                                        ("rewarded", "rare"),
+                                                        ("unrewarded", "common"),
+                                                        ("unrewarded", "rare"))),
+                    lambda a, k: " / ".join(
+                        "-" if a[f"stay_{r}_{c}"] is None else f"{a[f'stay_{r}_{c}']:.2f}"
+                        for r in ("rewarded", "unrewarded") for c in ("common", "rare"))),
+             Column("model-free index (reward, 95% CI)", ("model_free_index",),
+                    _coef("model_free_index")),
+             Column("model-based index (reward x transition, 95% CI)", ("model_based_index",),
+                    _coef("model_based_index"))),
+    summary=("model_free_index", "model_free_index_ci95", "model_based_index",
+             "model_based_index_ci95", "stay_rewarded_common", "stay_rewarded_rare",
+             "stay_unrewarded_common", "stay_unrewarded_rare"),
+    note=TWO_STEP_NOTE.lstrip("\n")))

@@ -32,6 +32,7 @@ ENV_IDS = {
     "DarkRoomHard-v0": "dark_room_hard",
     "DarkKeyToDoor-v0": "dark_key_to_door",
     "DarkMaze-v0": "dark_maze",
+    "TwoStep-v0": "two_step",
 }
 NAMESPACE = "icl_rl"  # Gymnasium ids are f"{NAMESPACE}/{env_id}"
 

@@ -9,6 +9,7 @@ from icl_rl.envs.base import Env, EnvSpec
 from icl_rl.envs.gridworld import DarkRoom, DarkRoomHard, GridWorld
 from icl_rl.envs.key_to_door import DarkKeyToDoor
 from icl_rl.envs.maze import DarkMaze
+from icl_rl.envs.two_step import TwoStep
 from icl_rl.errors import IclRlError
 
 ENVS: dict[str, type[Env]] = {
@@ -18,6 +19,7 @@ ENVS: dict[str, type[Env]] = {
     "dark_room_hard": DarkRoomHard,
     "dark_key_to_door": DarkKeyToDoor,
     "dark_maze": DarkMaze,
+    "two_step": TwoStep,
 }
 
 
@@ -50,4 +52,5 @@ def make_env(name: str, **params) -> Env:
 
 
 __all__ = ["ENVS", "Bandit", "Env", "EnvSpec", "BernoulliBandit", "GaussianBandit", "GridWorld",
-           "DarkRoom", "DarkRoomHard", "DarkKeyToDoor", "DarkMaze", "make_env", "env_param_names"]
+           "DarkRoom", "DarkRoomHard", "DarkKeyToDoor", "DarkMaze", "TwoStep", "make_env",
+           "env_param_names"]

@@ -13,6 +13,7 @@ from icl_rl.learners.bayes import BayesOptimal
 from icl_rl.learners.posterior import GoalPosteriorSampling
 from icl_rl.learners.ppo import PPO
 from icl_rl.learners.tabular import NoiseDistill, QLearning
+from icl_rl.learners.two_step import TwoStepModelBased, TwoStepModelFree
 
 LEARNERS: dict[str, type[Learner]] = {
     "random": RandomAgent,
@@ -26,6 +27,8 @@ LEARNERS: dict[str, type[Learner]] = {
     "posterior_sampling": GoalPosteriorSampling,
     "ppo": PPO,
     "bayes_optimal": BayesOptimal,
+    "two_step_mf": TwoStepModelFree,
+    "two_step_mb": TwoStepModelBased,
 }
 
 
@@ -69,4 +72,4 @@ def compatible_pairs() -> list[tuple[str, str]]:
 __all__ = ["compatible_pairs", "Agent", "Learner", "LEARNERS", "make_learner", "RandomAgent",
            "EpsilonGreedy", "Greedy", "UCB1", "Thompson", "DirichletMix", "QLearning",
            "NoiseDistill", "PPO",
-           "GoalPosteriorSampling", "BayesOptimal"]
+           "GoalPosteriorSampling", "BayesOptimal", "TwoStepModelFree", "TwoStepModelBased"]
