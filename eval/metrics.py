@@ -541,3 +541,44 @@ register_metric(Metric(
              "model_based_index_ci95", "stay_rewarded_common", "stay_rewarded_rare",
              "stay_unrewarded_common", "stay_unrewarded_rare"),
     note=TWO_STEP_NOTE.lstrip("\n")))
+
+
+# --- mazes from new starts --------------------------------------------------------------------
+
+def maze_paths(h: History, ctx: Context) -> dict:
+    """Path optimality after the goal's discovery, from seen and never-seen starts
+    (eval.mazes)."""
+    from eval.mazes import path_optimality
+
+    env = make_env(ctx.env.spec.name, **ctx.env.params())  # a fresh one: this one stays as is
+    dist = env.goal_distances(h.tasks).numpy()
+    cells = env.obs_to_state(h.observations.flatten(0, 1)).view(h.observations.shape[:2])
+    return path_optimality(cells.numpy(), h.rewards.numpy(), dist, ctx.env.spec.episode_len)
+
+
+def _mean_cell(key: str) -> Callable[[dict, int], str]:
+    """A mean with its CI where there is one, empty where there is no data."""
+    def cell(a: dict, k: int) -> str:
+        if a[key] is None:
+            return ""
+        ci = a.get(key + "_ci95")
+        return f"{a[key]:.2f}" + ("" if ci is None else f" ± {ci:.2f}")
+    return cell
+
+
+MAZE_NOTE = """
+Maze columns: after the episode in which the goal was first reached, each episode's path
+optimality is the maze distance from its start to the goal over the steps taken to reach it (0
+if it did not), split by whether the start cell had been visited earlier in the history (seen)
+or never (unseen); mean over tasks with 95% CIs. Replaying a remembered route helps only from
+seen cells."""
+
+register_metric(Metric(
+    "maze_paths", maze_paths, applies=lambda env: getattr(env, "has_random_starts", False),
+    columns=(Column("path optimality, seen starts (95% CI)", ("path_optimality_seen",),
+                    _mean_cell("path_optimality_seen")),
+             Column("path optimality, never-seen starts (95% CI)", ("path_optimality_unseen",),
+                    _mean_cell("path_optimality_unseen"))),
+    summary=("path_optimality_seen", "path_optimality_seen_ci95", "path_optimality_unseen",
+             "path_optimality_unseen_ci95", "tasks_goal_found"),
+    note=MAZE_NOTE.lstrip("\n")))

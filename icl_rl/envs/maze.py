@@ -49,6 +49,17 @@ class DarkMaze(GridWorld):
                             obs_levels=(size, size, 2, 2, 2, 2))
         self.blocked: Tensor | None = None  # [N, S, 5] per task, decoded at the start of a history
 
+    @property
+    def has_random_starts(self) -> bool:
+        """Every episode starts at a new random cell of a fixed maze and goal: the
+        mazes-from-new-starts metric (eval.mazes) applies."""
+        return True
+
+    def goal_distances(self, tasks: Tensor) -> Tensor:
+        """Maze distance [N, S] from every cell to each task's goal (resets this env)."""
+        self.reset(tasks, torch.Generator().manual_seed(0))
+        return self.dist
+
     def task_set(self) -> Tensor:
         """Mazes are too many to list: there is no finite task set (and so no split)."""
         raise IclRlError(f"{self.family} has no finite task set (every perfect maze of "

@@ -12,6 +12,7 @@ from icl_rl.learners.base import Learner, RandomAgent
 from icl_rl.learners.bayes import BayesOptimal
 from icl_rl.learners.posterior import GoalPosteriorSampling
 from icl_rl.learners.ppo import PPO
+from icl_rl.learners.route import RouteReplay
 from icl_rl.learners.tabular import NoiseDistill, QLearning
 from icl_rl.learners.two_step import TwoStepModelBased, TwoStepModelFree
 
@@ -29,6 +30,7 @@ LEARNERS: dict[str, type[Learner]] = {
     "bayes_optimal": BayesOptimal,
     "two_step_mf": TwoStepModelFree,
     "two_step_mb": TwoStepModelBased,
+    "route_replay": RouteReplay,
 }
 
 
@@ -72,4 +74,5 @@ def compatible_pairs() -> list[tuple[str, str]]:
 __all__ = ["compatible_pairs", "Agent", "Learner", "LEARNERS", "make_learner", "RandomAgent",
            "EpsilonGreedy", "Greedy", "UCB1", "Thompson", "DirichletMix", "QLearning",
            "NoiseDistill", "PPO",
-           "GoalPosteriorSampling", "BayesOptimal", "TwoStepModelFree", "TwoStepModelBased"]
+           "GoalPosteriorSampling", "BayesOptimal", "TwoStepModelFree", "TwoStepModelBased",
+           "RouteReplay"]
