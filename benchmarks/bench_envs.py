@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import statistics
@@ -22,7 +23,7 @@ import torch
 
 from benchmarks.common import emit, machine, median_time, peak_rss_mb
 from icl_rl.envs import ENVS, make_env
-from icl_rl.learners import compatible_pairs, make_learner
+from icl_rl.learners import LEARNERS, compatible_pairs, make_learner
 from icl_rl.rollout import rollout
 
 
@@ -42,9 +43,11 @@ def env_steps_per_s(name: str, tasks: int, steps: int, repeats: int) -> float:
 
 def learner_transitions_per_s(env_name: str, learner: str, tasks: int, steps: int,
                               repeats: int) -> float:
-    """rollout throughput (as in generate: oracle labels recorded)."""
+    """rollout throughput (as in generate: oracle labels recorded). A learner that plans for
+    a horizon (bayes_optimal) plans for `steps`."""
     env = make_env(env_name)
-    agent = make_learner(learner, env)
+    planned = "horizon" in {f.name for f in dataclasses.fields(LEARNERS[learner].Params)}
+    agent = make_learner(learner, env, **({"horizon": steps} if planned else {}))
     task = env.sample_tasks(tasks, torch.Generator().manual_seed(0))
     return tasks * steps / median_time(lambda: rollout(env, agent, task, steps), repeats)
 

@@ -431,6 +431,12 @@ is to the distribution the source learner would act with, fed the agent's own hi
 that do not report their action distribution have no entry."""
 
 
+def searches(env: Env) -> bool:
+    """Episodes of several steps in which a reward is searched for (gridworlds): not bandit
+    pulls, and not the two-step task, where every trial ends in a payoff draw."""
+    return env.is_episodic and not getattr(env, "is_two_step", False)
+
+
 def _pct(key: str, fmt: str) -> Callable[[dict, int], str]:
     """A cell showing `key` with `fmt`, empty where it is None."""
     return lambda a, k: "" if a[key] is None else format(a[key], fmt)
@@ -458,13 +464,12 @@ for _metric in (
            columns=(Column("last {k} / oracle", ("fraction_of_oracle_last_k",),
                            _pct("fraction_of_oracle_last_k", ".1%")),),
            summary=("fraction_of_oracle_last_k",)),
-    Metric("episodes_to_80pct_oracle", episodes_to_80pct_oracle,
-           applies=lambda env: env.is_episodic,
+    Metric("episodes_to_80pct_oracle", episodes_to_80pct_oracle, applies=searches,
            columns=(Column("episodes to 80% of oracle", ("episodes_to_80pct_oracle",),
                            lambda a, k: ("not reached" if a["episodes_to_80pct_oracle"] is None
                                          else str(a["episodes_to_80pct_oracle"]))),),
            summary=("episodes_to_80pct_oracle",)),
-    Metric("search_exploit", search_exploit, applies=lambda env: env.is_episodic,
+    Metric("search_exploit", search_exploit, applies=searches,
            columns=(Column("tasks rewarded in first {k} ep.", ("rewarded_by_episode",),
                            lambda a, k: (f"{a['rewarded_by_episode'][k - 1]:.0%}"
                                          if a["rewarded_by_episode"] else "")),
