@@ -28,6 +28,17 @@ SHAPES = {"ad": ("hidden_size", "num_layers", "num_heads"),
           "gru": ("hidden_size", "num_layers")}
 
 
+def synthetic_windows(batch: int, context: int, num_actions: int, obs_dim: int):
+    """A batch as the training windows deliver it: aligned raw transitions [B, K] and the
+    next actions as targets [B, K] (fixed seed)."""
+    g = torch.Generator().manual_seed(0)
+    actions = torch.randint(0, num_actions, (batch, context + 1), generator=g)
+    windows = sequences(torch.randint(0, 9, (batch, context, obs_dim), generator=g).float(),
+                        actions[:, :-1], torch.rand(batch, context, generator=g),
+                        torch.rand(batch, context, generator=g) < 0.05)
+    return windows, actions[:, 1:]
+
+
 def bench_model(hidden: int, layers: int, context: int, batch: int, repeats: int,
                 num_actions: int = 5, obs_dim: int = 2, device: str = "cpu",
                 family: str = "ad", compile: bool = False) -> dict:
@@ -38,30 +49,16 @@ def bench_model(hidden: int, layers: int, context: int, batch: int, repeats: int
     shape = dict(zip(SHAPES[family], (hidden, layers, 4), strict=False))
     cfg = config_class(obs_dim=obs_dim, num_actions=num_actions, max_context=context, **shape)
     model = model_class(cfg).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    # a batch as the training windows deliver it: aligned raw transitions and the targets
-    g = torch.Generator().manual_seed(0)
-    actions = torch.randint(0, num_actions, (batch, context + 1), generator=g)
-    windows = sequences(torch.randint(0, 9, (batch, context, obs_dim), generator=g).float(),
-                        actions[:, :-1], torch.rand(batch, context, generator=g),
-                        torch.rand(batch, context, generator=g) < 0.05).to(device)
-    targets = actions[:, 1:].to(device)
+    windows, targets = synthetic_windows(batch, context, num_actions, obs_dim)
+    windows, targets = windows.to(device), targets.to(device)
     extra = {}
     if model_class.needs_queries:  # DPT: a query state per window, its label at every prefix
         extra["query_observations"] = windows.observations[:, 0]
         targets = targets[:, :1].expand(-1, context)
-
     forward = torch.compile(model) if compile else model
-
-    def step():
-        loss = forward(**windows.as_dict(), targets=targets, **extra).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if device != "cpu":
-            torch.cuda.synchronize()
-
+    step = train_step(model, lambda: forward(**windows.as_dict(), targets=targets,
+                                             **extra).loss,
+                      sync=torch.cuda.synchronize if device != "cpu" else None)
     t = median_time(step, repeats, warmup=2)
     tok_s = batch * context / t
     gflops = model.flops_per_token(context) * tok_s / 1e9
@@ -99,12 +96,7 @@ def versus_gpt2(quick: bool, hidden: int = 128, layers: int = 4, context: int = 
     """Transitions/s of the GPT-2 reference and of AD variants, timed in turn (medians of
     rounds), with AD's ratio to the reference."""
     torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    actions = torch.randint(0, num_actions, (batch, context + 1), generator=g)
-    windows = sequences(torch.randint(0, 9, (batch, context, obs_dim), generator=g).float(),
-                        actions[:, :-1], torch.rand(batch, context, generator=g),
-                        torch.rand(batch, context, generator=g) < 0.05)
-    targets = actions[:, 1:]
+    windows, targets = synthetic_windows(batch, context, num_actions, obs_dim)
     config_class, model_class = FAMILIES["ad"]
     variants = {"ad": {}, "ad_mlp2x": {"intermediate_size": 2 * hidden}}
     if not quick:
@@ -137,8 +129,9 @@ def versus_gpt2(quick: bool, hidden: int = 128, layers: int = 4, context: int = 
             "compile_s": compile_s}
 
 
-def train_step(model: torch.nn.Module, loss_fn):
-    """One optimizer step as the training loop takes it (backward, clip, AdamW)."""
+def train_step(model: torch.nn.Module, loss_fn, sync=None):
+    """One optimizer step as the training loop takes it (backward, clip, AdamW); `sync`
+    waits for the device (CUDA) so a timing covers the work."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step():
@@ -146,6 +139,8 @@ def train_step(model: torch.nn.Module, loss_fn):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if sync is not None:
+            sync()
 
     return step
 
