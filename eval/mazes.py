@@ -12,18 +12,7 @@ non-planning control.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-
-
-def _mean_ci(per_task: list[float]) -> tuple[float | None, float | None]:
-    """Mean over tasks and the 95% CI half-width (None without data)."""
-    x = np.asarray(per_task, dtype=float)
-    if not len(x):
-        return None, None
-    ci = float(1.96 * x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else None
-    return float(x.mean()), ci
 
 
 def path_optimality(cells: np.ndarray, rewards: np.ndarray, dist: np.ndarray,
@@ -31,6 +20,8 @@ def path_optimality(cells: np.ndarray, rewards: np.ndarray, dist: np.ndarray,
     """cells [N, T] (the cell at each step, before its action), rewards [N, T], dist [N, S]
     (maze distance of every cell to the goal): optimality after discovery, seen and unseen
     starts, each a mean over tasks of the task's mean, with 95% CIs."""
+    from eval.metrics import task_mean_ci
+
     n, t = cells.shape
     e = t // episode_len
     cells, rewards = cells[:, :e * episode_len], rewards[:, :e * episode_len]
@@ -51,8 +42,7 @@ def path_optimality(cells: np.ndarray, rewards: np.ndarray, dist: np.ndarray,
     out = {"tasks_goal_found": float((found < e).mean())}
     for name, mask in (("seen", after & seen), ("unseen", after & ~seen)):
         per_task = [float(opt[i, mask[i]].mean()) for i in range(n) if mask[i].any()]
-        mean, ci = _mean_ci(per_task)
-        out[f"path_optimality_{name}"] = mean
-        out[f"path_optimality_{name}_ci95"] = ci
+        out[f"path_optimality_{name}"], out[f"path_optimality_{name}_ci95"] = \
+            task_mean_ci(per_task)
         out[f"episodes_{name}"] = int(mask.sum())
     return out

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from eval.two_step import STAY_KEYS
 from icl_rl.envs import Env, make_env
 from icl_rl.errors import IclRlError
 from icl_rl.rollout import History
@@ -178,6 +179,16 @@ def mean_ci(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = x.shape[0]
     sd = x.std(axis=0, ddof=1) if n > 1 else np.zeros(x.shape[1:])
     return x.mean(axis=0), 1.96 * sd / math.sqrt(n)
+
+
+def task_mean_ci(values) -> tuple[float | None, float | None]:
+    """Mean of per-task values and the half-width of its 95% normal CI; None for the mean
+    without values and for the CI from fewer than two."""
+    x = np.asarray(values, dtype=float)
+    if not len(x):
+        return None, None
+    ci = float(1.96 * x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else None
+    return float(x.mean()), ci
 
 
 def episodes_to(curve: np.ndarray, level: float) -> int | None:
@@ -515,10 +526,15 @@ def two_step(h: History, ctx: Context) -> dict:
                              h.rewards.numpy())
 
 
-def _coef(key: str) -> Callable[[dict, int], str]:
-    """A coefficient with its CI, empty where the fit failed."""
-    return lambda a, k: ("fit failed" if a[key] is None
-                         else f"{a[key]:+.2f} ± {a[key + '_ci95']:.2f}")
+def _estimate(key: str, fmt: str = ".2f", missing: str = "") -> Callable[[dict, int], str]:
+    """A cell showing `key` with its 95% CI (`key`_ci95) where there is one, `missing` where
+    the value is None."""
+    def cell(a: dict, k: int) -> str:
+        if a[key] is None:
+            return missing
+        ci = a.get(key + "_ci95")
+        return format(a[key], fmt) + ("" if ci is None else f" ± {ci:.2f}")
+    return cell
 
 
 TWO_STEP_NOTE = """
@@ -530,21 +546,15 @@ effect is the model-free index, the reward x transition interaction the model-ba
 
 register_metric(Metric(
     "two_step", two_step, applies=lambda env: getattr(env, "is_two_step", False),
-    columns=(Column("P(stay) RC / Rr / UC / Ur",
-                    tuple(f"stay_{r}_{c}" for r, c in (("rewarded", "common"),
-                                                        ("rewarded", "rare"),
-                                                        ("unrewarded", "common"),
-                                                        ("unrewarded", "rare"))),
-                    lambda a, k: " / ".join(
-                        "-" if a[f"stay_{r}_{c}"] is None else f"{a[f'stay_{r}_{c}']:.2f}"
-                        for r in ("rewarded", "unrewarded") for c in ("common", "rare"))),
+    columns=(Column("P(stay) RC / Rr / UC / Ur", STAY_KEYS,
+                    lambda a, k: " / ".join("-" if a[key] is None else f"{a[key]:.2f}"
+                                            for key in STAY_KEYS)),
              Column("model-free index (reward, 95% CI)", ("model_free_index",),
-                    _coef("model_free_index")),
+                    _estimate("model_free_index", "+.2f", "fit failed")),
              Column("model-based index (reward x transition, 95% CI)", ("model_based_index",),
-                    _coef("model_based_index"))),
+                    _estimate("model_based_index", "+.2f", "fit failed"))),
     summary=("model_free_index", "model_free_index_ci95", "model_based_index",
-             "model_based_index_ci95", "stay_rewarded_common", "stay_rewarded_rare",
-             "stay_unrewarded_common", "stay_unrewarded_rare"),
+             "model_based_index_ci95", *STAY_KEYS),
     note=TWO_STEP_NOTE.lstrip("\n")))
 
 
@@ -561,16 +571,6 @@ def maze_paths(h: History, ctx: Context) -> dict:
     return path_optimality(cells.numpy(), h.rewards.numpy(), dist, ctx.env.spec.episode_len)
 
 
-def _mean_cell(key: str) -> Callable[[dict, int], str]:
-    """A mean with its CI where there is one, empty where there is no data."""
-    def cell(a: dict, k: int) -> str:
-        if a[key] is None:
-            return ""
-        ci = a.get(key + "_ci95")
-        return f"{a[key]:.2f}" + ("" if ci is None else f" ± {ci:.2f}")
-    return cell
-
-
 MAZE_NOTE = """
 Maze columns: after the episode in which the goal was first reached, each episode's path
 optimality is the maze distance from its start to the goal over the steps taken to reach it (0
@@ -581,9 +581,9 @@ seen cells."""
 register_metric(Metric(
     "maze_paths", maze_paths, applies=lambda env: getattr(env, "has_random_starts", False),
     columns=(Column("path optimality, seen starts (95% CI)", ("path_optimality_seen",),
-                    _mean_cell("path_optimality_seen")),
+                    _estimate("path_optimality_seen")),
              Column("path optimality, never-seen starts (95% CI)", ("path_optimality_unseen",),
-                    _mean_cell("path_optimality_unseen"))),
+                    _estimate("path_optimality_unseen"))),
     summary=("path_optimality_seen", "path_optimality_seen_ci95", "path_optimality_unseen",
              "path_optimality_unseen_ci95", "tasks_goal_found"),
     note=MAZE_NOTE.lstrip("\n")))

@@ -16,13 +16,13 @@ b_RxT is the model-based index, b_R the model-free index (Daw et al. 2011; Wang 
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
 
 CONDITIONS = (("rewarded", "common"), ("rewarded", "rare"), ("unrewarded", "common"),
               ("unrewarded", "rare"))
+STAY_KEYS = tuple(f"stay_{r}_{c}" for r, c in CONDITIONS)  # results keys, in that order
 
 
 def trials(actions: np.ndarray, states: np.ndarray, rewards: np.ndarray) -> dict:
@@ -38,16 +38,15 @@ def trials(actions: np.ndarray, states: np.ndarray, rewards: np.ndarray) -> dict
 def stay_probabilities(t: dict) -> dict:
     """P(stay) in each condition of the previous trial: the mean over tasks of each task's
     stay rate, with the 95% CI half-width over tasks (tasks with no such trial left out)."""
+    from eval.metrics import task_mean_ci
+
     out = {}
     reward, common, stay = t["reward"][:, :-1], t["common"][:, :-1], t["stay"]
-    for r, c in CONDITIONS:
+    for (r, c), key in zip(CONDITIONS, STAY_KEYS, strict=True):
         mask = (reward == (r == "rewarded")) & (common == (c == "common"))
         counts = mask.sum(axis=1)
         rate = (stay & mask).sum(axis=1)[counts > 0] / counts[counts > 0]
-        key = f"stay_{r}_{c}"
-        out[key] = float(rate.mean()) if len(rate) else None
-        out[key + "_ci95"] = (float(1.96 * rate.std(ddof=1) / math.sqrt(len(rate)))
-                              if len(rate) > 1 else None)
+        out[key], out[key + "_ci95"] = task_mean_ci(rate)
     return out
 
 
