@@ -43,6 +43,20 @@ class EvalConfig:
     sheds the uniform noise a noise-distilled model imitates) while keeping it stochastic."""
     window: int | None = None
     """Tokens of context the model sees (default: its training context); older ones slide out."""
+    lookahead: list[str] = field(default_factory=lambda: ["0"])
+    """Lookahead depths D (a model trained with --world-model-weight): the model acts from its
+    policy tilted toward the actions whose D imagined steps, rolled out with its own next-
+    observation and reward predictions, promise more reward; 0 is plain acting. Several, e.g.
+    0,1,2,4: the first is `model`, each other one the agent `lookahead_D`, and report.md gets
+    the thinking-time table (return against D, gains paired by task)."""
+    beam: int = 5
+    """Lookahead: imagined paths kept per task at each depth."""
+    lookahead_beta: float = 1.0
+    """Lookahead: how far predicted return tilts the policy (actions drawn from
+    pi(a) exp(beta Q(a)), Q the best predicted return after a over D steps)."""
+    lookahead_bootstrap: bool = True
+    """Lookahead: add the return-to-go the heads predict where each imagined path ends
+    (false: the predicted rewards of its D steps only)."""
     baselines: list[str] = field(
         default_factory=lambda: ["source", "random", "oracle", "ucb", "thompson"])
     """Agents next to the model, space- or comma-separated (ucb, thompson only for bandits;
@@ -68,7 +82,7 @@ class EvalConfig:
     """Tracker project name."""
 
     def __post_init__(self) -> None:
-        normalize_lists(self, "baselines", "report_to", "offline_context")
+        normalize_lists(self, "baselines", "report_to", "offline_context", "lookahead")
 
 
 @dataclass(frozen=True)

@@ -56,10 +56,26 @@ def validate(config: EvalConfig) -> None:
     require_positive(config, "batch_size", "window", "improvement_k", optional=True)
     require_positive(config, "num_tasks", "episodes", "offline_episodes")
     check_sizes(config.offline_context)
+    lookahead_depths(config)
+    require_positive(config, "beam")
+    if not config.lookahead_beta >= 0:
+        raise IclRlError(f"--lookahead-beta must be >= 0, got {config.lookahead_beta}")
     if not config.temperature > 0:
         raise IclRlError(f"--temperature must be > 0, got {config.temperature}")
     if config.split not in SPLITS:
         raise IclRlError(f"--split must be test (held-out tasks) or train, got {config.split!r}")
+
+
+def lookahead_depths(config: EvalConfig) -> list[int]:
+    """--lookahead as distinct integers >= 0, or a one-line error naming the flag."""
+    try:
+        depths = [int(d) for d in config.lookahead]
+    except ValueError:
+        raise IclRlError(f"--lookahead: depths must be integers, got {config.lookahead}") from None
+    if not depths or any(d < 0 for d in depths) or len(set(depths)) < len(depths):
+        raise IclRlError(f"--lookahead: give distinct depths >= 0, e.g. 0,1,2,4; got "
+                         f"{config.lookahead}")
+    return depths
 
 
 def main(config: EvalConfig) -> dict:
@@ -94,8 +110,18 @@ def main(config: EvalConfig) -> dict:
     if not 1 <= k <= config.episodes:
         raise IclRlError(f"--improvement-k must be in [1, {config.episodes}]")
 
-    agents = {"model": ModelAgent(model, greedy=config.greedy, window=config.window,
-                                  temperature=config.temperature)}
+    depths = lookahead_depths(config)
+    if any(depths) and model.heads is None:
+        raise IclRlError(f"--lookahead {','.join(config.lookahead)}: {config.model} has no "
+                         "world-model heads (config.json: world_model_weight is 0); train one "
+                         "with `icl-rl train --world-model-weight 1`, or leave --lookahead 0")
+    depth_of = {"model": depths[0], **{f"lookahead_{d}": d for d in depths[1:]}}
+    agents = {name: ModelAgent(model, greedy=config.greedy, window=config.window,
+                               temperature=config.temperature, lookahead=d, beam=config.beam,
+                               beta=config.lookahead_beta, bootstrap=config.lookahead_bootstrap,
+                               episode_len=env.spec.episode_len,
+                               reward_values=env.reward_values)
+              for name, d in depth_of.items()}
     for b in config.baselines:
         if b == "oracle":
             agents["oracle"] = OracleAgent(env)
@@ -153,10 +179,15 @@ def main(config: EvalConfig) -> dict:
         source = make_learner(learner["name"], env, **learner["params"])
         source = source if callable(getattr(source, "action_probs", None)) else None
     ctx = Context(env, task_oracle, k, config.episodes, source=source)
+    # a metric that reads an extra no agent recorded (world-model predictions of a model
+    # without heads) has no numbers, columns or panel here
+    metrics = [m for m in metrics if any(m.needs <= h.extras.keys() for h in histories.values())]
     for name, h in histories.items():
         results["agents"][name] = compute_metrics(h, ctx, metrics)
     results["oracle_episode_return"] = oracle_return
     results["metrics"] = [m.name for m in metrics]
+    if any(depths):
+        results["lookahead"] = lookahead_results(histories, depth_of, oracle_return, config)
     if config.offline_context:
         if dataset is None:
             raise IclRlError("--offline-context needs the roll-in dataset: pass --dataset")
@@ -173,6 +204,23 @@ def main(config: EvalConfig) -> dict:
     if "wandb" in config.report_to:
         log_to_wandb(config, results, out)
     return results
+
+
+def lookahead_results(histories: dict[str, History], depth_of: dict[str, int],
+                      oracle_return: float, config: EvalConfig) -> dict:
+    """The thinking-time curve: each lookahead depth's return and rewarded-episode share,
+    with gains over the shallowest depth paired by task (eval.world_model)."""
+    from eval.world_model import thinking_time
+
+    returns, success, agent_of = {}, {}, {}
+    for name, d in depth_of.items():
+        ep = histories[name].episode_returns().double().numpy()  # [N, E]
+        returns[d], success[d], agent_of[d] = ep.mean(axis=1), (ep > 0).mean(axis=1), name
+    rows = thinking_time(returns, success, oracle_return)
+    for r in rows:
+        r["agent"] = agent_of[r["depth"]]
+    return {"beam": config.beam, "beta": config.lookahead_beta,
+            "bootstrap": config.lookahead_bootstrap, "rows": rows}
 
 
 def cli(argv: list[str] | None = None) -> dict:

@@ -587,3 +587,53 @@ register_metric(Metric(
     summary=("path_optimality_seen", "path_optimality_seen_ci95", "path_optimality_unseen",
              "path_optimality_unseen_ci95", "tasks_goal_found"),
     note=MAZE_NOTE.lstrip("\n")))
+
+
+# --- world-model heads: how fast the model learns the task's dynamics in context -------------
+
+def world_model(h: History, ctx: Context) -> dict:
+    """Next-observation accuracy and reward error of the heads' predictions, by episode
+    (eval.world_model)."""
+    from eval.world_model import world_model_accuracy
+
+    return world_model_accuracy(h.extras["world_model"].numpy(), h.observations.numpy(),
+                                h.rewards.numpy(), h.dones.numpy(), ctx.env.spec.obs_levels,
+                                ctx.env.spec.episode_len, ctx.k)
+
+
+def plot_world_model(ax, results: dict) -> None:
+    """Next-observation accuracy (or reward error where no dimension has levels) by episode."""
+    key = "wm_next_obs_accuracy"
+    if not any(f"{key}_mean" in a for a in results["agents"].values()):
+        key = "wm_reward_error"
+    draw_curves(ax, results, f"{key}_mean", f"{key}_ci95")
+    ax.set_xlabel("episode")
+    ax.set_ylabel("world model: " + ("next-observation accuracy" if key.endswith("accuracy")
+                                     else "|predicted - actual reward|"))
+
+
+WORLD_MODEL_NOTE = """
+World-model columns: along its own rollout, the share of steps at which the model's heads
+predicted the next observation exactly (every levelled dimension; an episode's last step is
+not scored) and the mean |predicted - actual reward| of the action it took, over the first and
+the last {k} episodes: how fast it learns the task's dynamics in context."""
+
+
+def _first_last(key: str, fmt: str) -> Callable[[dict, int], str]:
+    """A cell "first k -> last k" of `key`_first_k and `key`_last_k."""
+    return lambda a, k: (f"{format(a[key + '_first_k'], fmt)} → "
+                         f"{format(a[key + '_last_k'], fmt)}")
+
+
+register_metric(Metric(
+    "world_model", world_model, needs=frozenset({"world_model"}),
+    columns=(Column("world model: next obs exact, first → last {k} ep.",
+                    ("wm_next_obs_accuracy_first_k",), _first_last("wm_next_obs_accuracy",
+                                                                   ".1%")),
+             Column("world model: reward error, first → last {k} ep.",
+                    ("wm_reward_error_first_k",), _first_last("wm_reward_error", ".3f"))),
+    summary=("wm_next_obs_accuracy_first_k", "wm_next_obs_accuracy_last_k",
+             "wm_reward_error_first_k", "wm_reward_error_last_k"),
+    series=(Series("wm_next_obs_accuracy_mean", "world model: next-observation accuracy",
+                   "episode"),),
+    plot=plot_world_model, note=WORLD_MODEL_NOTE.lstrip("\n")))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from eval.metrics import Metric, metrics_of
 from eval.offline import offline_table
+from eval.world_model import thinking_time_table
 from icl_rl.model_card import add_evaluation
 
 
@@ -43,6 +44,15 @@ def report(results: dict) -> str:
                    f"transitions of {o['num_tasks']} `{o['split']}` histories of `{o['dataset']}`, "
                    f"{o['episodes']} episode(s) on each history's task; 95% CIs over tasks.\n\n"
                    f"{offline_table(o)}")
+    if results.get("lookahead"):
+        la = results["lookahead"]
+        then = " and the return-to-go predicted after them" if la.get("bootstrap") else ""
+        offline += (f"\n## Thinking time: acting with lookahead\n\nThe same model acting from "
+                    f"its policy tilted by the return its world-model heads predict over D "
+                    f"imagined steps{then} (beam {la['beam']}, beta {la['beta']}; D = 0 is plain "
+                    f"acting). Means over the tasks of each task's mean over its "
+                    f"{results['episodes']} episodes; 95% CIs over tasks, the gains paired by "
+                    f"task.\n\n{thinking_time_table(la)}")
     return f"""# In-context evaluation
 
 - model: `{results['model']}` (trained for `{results['env']['name']}` {results['env']['params']})

@@ -7,7 +7,9 @@ and cost nothing when not asked:
 - `action_probs` [N, A]: the distribution the agent drew its last action from, read after
   `act` and before `observe` (`agent.action_probs(obs)`);
 - `features` [N, L, d]: a model's per-layer hidden state at its last action
-  (`agent.features(obs)`); the agent is told in advance through `request_extras(names)`.
+  (`agent.features(obs)`); the agent is told in advance through `request_extras(names)`;
+- `world_model` [N, obs_dim + 1]: what a model's world-model heads predict for the action it
+  just took, the next observation then the reward (`agent.world_model(obs)`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import Tensor
 
 from icl_rl.errors import IclRlError
 
-EXTRAS = ("action_probs", "features")
+EXTRAS = ("action_probs", "features", "world_model")
 
 
 @runtime_checkable
@@ -53,7 +55,8 @@ def check_extras(agent, names) -> list[str]:
         if not callable(getattr(agent, name, None)):
             raise IclRlError(f"{type(agent).__name__} does not record {name}; ask it of an "
                              "agent that does (trained models; random, oracle, the bandit "
-                             "learners and posterior sampling for action_probs)")
+                             "learners and posterior sampling for action_probs; models "
+                             "with world-model heads for world_model)")
     if names and hasattr(agent, "request_extras"):
         agent.request_extras(set(names))
     return names

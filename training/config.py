@@ -42,6 +42,10 @@ class TrainConfig(RunOptions):
     hide_inputs: list[str] = field(default_factory=list)
     """Parts of every step's input the model never sees: action, reward, episode_start,
     observation (ablations of the ingredients of in-context RL); space- or comma-separated."""
+    world_model_weight: float = 0.0
+    """> 0: give the model world-model heads (ad, gru) that predict each step's reward and
+    next observation from its hidden state and the action taken, trained with this weight on
+    their loss next to the action loss; `icl-rl eval --lookahead D` plans with them."""
     init_model: str | None = None
     """Start from this trained model folder instead of a fresh one (same env family)."""
     batch_size: int = 32

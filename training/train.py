@@ -69,6 +69,12 @@ def validate(config: TrainConfig) -> None:
     if config.model not in FAMILIES:
         raise IclRlError(f"--model {config.model!r}: unknown model family; choose one of: "
                          f"{', '.join(sorted(FAMILIES))}")
+    if not config.world_model_weight >= 0:
+        raise IclRlError(f"--world-model-weight must be >= 0, got {config.world_model_weight}")
+    if config.world_model_weight and not FAMILIES[config.model][1].supports_world_model:
+        supported = sorted(n for n, (_, m) in FAMILIES.items() if m.supports_world_model)
+        raise IclRlError(f"--world-model-weight: the {config.model} family has no world-model "
+                         f"heads; use --model {' or '.join(supported)}, or leave it 0")
     # the family's option names and its own rules (e.g. width divisible by heads), now
     family_config(config.model, config.model_options())
     family_target(config.target, FAMILIES[config.model][1], config.model)
@@ -88,6 +94,12 @@ def make_model(config: TrainConfig, meta: dict) -> FamilyModel:
                              f"{config.init_model} was trained hiding "
                              f"{model.config.hidden_inputs or 'nothing'}; train a new model "
                              "for another ablation")
+        weight = model.config.world_model_weight
+        if config.world_model_weight and config.world_model_weight != weight:
+            raise IclRlError(f"--world-model-weight {config.world_model_weight}: "
+                             f"{config.init_model} was trained with {weight or 'no heads'} "
+                             "(config.json: world_model_weight); leave the flag unset to keep "
+                             "it, or train a new model")
         if config.context > model.config.max_context:
             raise IclRlError(
                 f"--context {config.context} is longer than the model's context "
@@ -96,7 +108,8 @@ def make_model(config: TrainConfig, meta: dict) -> FamilyModel:
             )
         return model
     return build_model(config.model, meta["env"], config.model_options(),
-                       max_context=config.context, hidden_inputs=config.hide_inputs)
+                       max_context=config.context, hidden_inputs=config.hide_inputs,
+                       world_model_weight=config.world_model_weight)
 
 
 def family_target(target: str | None, model_class: type[FamilyModel], family: str) -> str:
@@ -173,9 +186,11 @@ def save_checkpoint(accelerator, out: Path, step: int, keep: int) -> None:
 
 @torch.no_grad()
 def evaluate(model, loader, accelerator, batches: int) -> dict:
-    """Mean held-out loss and action accuracy over `batches` batches."""
+    """Mean held-out loss and action accuracy over `batches` batches (and, with world-model
+    heads, their loss, reward MSE and next-observation accuracy)."""
     model.eval()
     losses, correct, count = [], 0.0, 0.0
+    parts: dict[str, list] = {}
     for i, batch in enumerate(loader):
         if i >= batches:
             break
@@ -188,8 +203,14 @@ def evaluate(model, loader, accelerator, batches: int) -> dict:
         losses.append(loss.mean())
         correct += float(hit.sum())
         count += float(n.sum())
+        for name in ("world_model_loss", "reward_mse", "next_obs_accuracy", "return_mae"):
+            value = getattr(out, name, None)
+            if value is not None:
+                parts.setdefault(name, []).append(
+                    accelerator.gather_for_metrics(value.detach()[None]).mean())
     model.train()
-    return {"eval/loss": float(torch.stack(losses).mean()), "eval/accuracy": correct / count}
+    return {"eval/loss": float(torch.stack(losses).mean()), "eval/accuracy": correct / count,
+            **{f"eval/{k}": float(torch.stack(v).mean()) for k, v in parts.items()}}
 
 
 # -- the steps of a run, in order ----------------------------------------------------------------

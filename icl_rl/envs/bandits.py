@@ -65,6 +65,7 @@ class Bandit(Env):
 class BernoulliBandit(Bandit):
     """K arms with means ~ U(0, 1); a pull pays 1 with the arm's mean probability, else 0."""
 
+    reward_values = (0.0, 1.0)  # every step pays 0 or 1
     family = "bernoulli_bandit"
 
     def __init__(self, num_arms: int = 5) -> None:
@@ -87,6 +88,7 @@ class GaussianBandit(Bandit):
     Decision-Pretrained Transformer paper); a pull pays mean + N(0, noise_std^2)."""
 
     family = "gaussian_bandit"
+    reward_values = None  # continuous rewards
     MEANS = ("normal", "uniform")
 
     def __init__(self, num_arms: int = 5, noise_std: float = 1.0, means: str = "normal") -> None:

@@ -40,6 +40,9 @@ class Env:
     """
 
     spec: EnvSpec
+    # The values a reward can take where they are few (e.g. (0.0, 1.0)), else None: lookahead
+    # feeds the model imagined rewards it could have seen (icl_rl.models.world_model)
+    reward_values: tuple[float, ...] | None = None
 
     def __init__(self) -> None:
         self.tasks: Tensor | None = None

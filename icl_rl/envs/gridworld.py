@@ -22,6 +22,7 @@ class GridWorld(Env):
     """Shared grid mechanics: position, clamped moves, (x, y) observations, state indices."""
 
     family = ""
+    reward_values = (0.0, 1.0)  # every step pays 0 or 1
 
     def __init__(self, size: int, episode_len: int) -> None:
         super().__init__()

@@ -36,6 +36,8 @@ DYNAMICS = ("drift", "switch")
 class TwoStep(Env):
     """Two-step task over N tasks; state [N] in {0, 1, 2}, probabilities p [N, 2, 2]."""
 
+    reward_values = (0.0, 1.0)  # every step pays 0 or 1
+
     def __init__(self, dynamics: str = "drift", common: float = 0.7, drift_sd: float = 0.025,
                  low: float = 0.25, high: float = 0.75, high_p: float = 0.9,
                  switch_prob: float = 0.025) -> None:

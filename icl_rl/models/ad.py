@@ -157,6 +157,7 @@ class ADModel(FamilyModel):
     config_class = ADConfig
     base_model_prefix = "ad"
     _supports_sdpa = True
+    supports_world_model = True
 
     def __init__(self, config: ADConfig) -> None:
         super().__init__(config)
@@ -166,6 +167,7 @@ class ADModel(FamilyModel):
         self.action_head = nn.Linear(config.hidden_size, config.num_actions)
         self.value_head = (nn.Linear(config.hidden_size, 1)
                            if getattr(config, "value_head", False) else None)
+        self.world_model = self.make_world_model(config.hidden_size)
         self.post_init()
 
     def tokens(self, x: Transitions) -> Tensor:
@@ -182,8 +184,9 @@ class ADModel(FamilyModel):
         `attention_mask` [B, K] is 1 for real steps and 0 for padding; padded steps get no loss.
         """
         x = Transitions(observations, prev_actions, prev_rewards, episode_starts)
-        return self._decode(self.tokens(x), targets, attention_mask, position_ids, cache,
-                            use_cache, output_hidden_states)
+        out = self._decode(self.tokens(x), targets, attention_mask, position_ids, cache,
+                           use_cache, output_hidden_states)
+        return self.with_world_model(out, x, attention_mask)
 
     def _decode(self, tokens: Tensor, targets=None, attention_mask=None, position_ids=None,
                 cache=None, use_cache=False, output_hidden_states=False) -> FamilyOutput:
@@ -195,7 +198,8 @@ class ADModel(FamilyModel):
         values = (None if self.value_head is None
                   else self.value_head(out.last_hidden_state)[..., 0])  # [B, K]
         return FamilyOutput(loss=self.action_loss(logits, targets, attention_mask),
-                            logits=logits, values=values, hidden_states=out.hidden_states)
+                            logits=logits, values=values, hidden_states=out.hidden_states,
+                            last_hidden_state=out.last_hidden_state)
 
     # -- acting ----------------------------------------------------------------------------
     def init_state(self, n: int, window: int | None = None, use_cache: bool = True,
@@ -232,7 +236,37 @@ class ADModel(FamilyModel):
                                output_hidden_states=output_features)
         state.t += 1
         features = last_features(out) if output_features else None
-        return StepOutput(out.logits[:, -1].float(), features, state)
+        return StepOutput(out.logits[:, -1].float(), features, state,
+                          hidden=out.last_hidden_state[:, -1])
+
+    def select_state(self, state: ADState, index: Tensor, room: int | None = None) -> ADState:
+        """Copies of the histories `index` [M]: their cache rows (a ring keeps its count).
+
+        `room`: tokens the copy will take before it is dropped (lookahead's depth); while the
+        ring is not full the copy then holds only the filled slots and that room, not the
+        whole window (the copy is most of a lookahead step's cost).
+        """
+        if state.cache is None:
+            return ADState(state.window, None, state.decode_attention, state.t,
+                           [x.index_select(0, index) for x in state.tokens])
+        cache = DynamicCache(config=self.backbone.config)
+        cache.layers = []
+        for old in state.cache.layers:
+            size = old.capacity
+            if room is not None and old.count + room <= old.capacity:
+                size = old.count + room  # no wrap before the copy is dropped
+            layer = RingLayer(size)
+            if old.is_initialized:
+                kept = min(old.count, size)
+                for name in ("keys", "values"):
+                    src = getattr(old, name)
+                    new = src.new_empty(len(index), *src.shape[1:2], size, src.shape[-1])
+                    torch.index_select(src[:, :, :kept], 0, index, out=new[:, :, :kept])
+                    setattr(layer, name, new)
+                layer.device, layer.is_initialized = old.device, True
+            layer.count = old.count
+            cache.layers.append(layer)
+        return ADState(state.window, cache, state.decode_attention, state.t)
 
     @contextmanager
     def _attention_for_decoding(self, implementation: str | None, device: torch.device):

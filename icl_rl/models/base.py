@@ -24,6 +24,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
 from icl_rl.errors import IclRlError
+from icl_rl.models.world_model import WorldModelHead, window_loss
 from icl_rl.transitions import Transitions, token_dim, token_slices
 
 
@@ -34,13 +35,13 @@ class FamilyConfig(PreTrainedConfig):
     # Constructor arguments that are not family options: set from the dataset and `train`.
     COMMON: ClassVar[tuple[str, ...]] = ("obs_dim", "num_actions", "obs_levels", "env_name",
                                           "env_params", "max_context", "hidden_inputs",
-                                          "provenance")
+                                          "world_model_weight", "provenance")
 
     def __init__(self, obs_dim: int = 1, num_actions: int = 2,
                  obs_levels: list[int] | None = None, env_name: str = "",
                  env_params: dict | None = None, max_context: int = 256,
-                 hidden_inputs: list[str] | None = None, provenance: dict | None = None,
-                 **kwargs) -> None:
+                 hidden_inputs: list[str] | None = None, world_model_weight: float = 0.0,
+                 provenance: dict | None = None, **kwargs) -> None:
         self.obs_dim = obs_dim
         self.num_actions = num_actions
         # Per observation dimension: number of integer levels to one-hot encode (grid
@@ -51,6 +52,11 @@ class FamilyConfig(PreTrainedConfig):
         self.max_context = max_context  # steps per training window
         # parts of the input zeroed before the model sees them: ablations of in-context RL
         self.hidden_inputs = list(hidden_inputs or [])
+        # > 0: the model has world-model heads (next observation, reward; see
+        # `icl_rl.models.world_model`) and their loss enters the training loss with this weight
+        self.world_model_weight = float(world_model_weight)
+        if not self.world_model_weight >= 0:
+            raise IclRlError(f"world_model_weight must be >= 0, got {world_model_weight!r}")
         # where the weights came from: dataset, source learner, steps, context, target.
         # Models saved before this field existed carry it as `training`.
         self.provenance = dict(provenance or kwargs.pop("training", None) or {})
@@ -98,6 +104,12 @@ class FamilyOutput(ModelOutput):
     logits: Tensor | None = None
     values: Tensor | None = None  # [B, K] state values, for a family with a value head (RL²)
     hidden_states: tuple[Tensor, ...] | None = None
+    last_hidden_state: Tensor | None = None  # [B, K, d] the top layer's output
+    # with world-model heads: their loss (already in `loss`, weighted) and its parts
+    world_model_loss: Tensor | None = None
+    reward_mse: Tensor | None = None
+    next_obs_accuracy: Tensor | None = None
+    return_mae: Tensor | None = None
 
 
 @dataclass
@@ -107,6 +119,7 @@ class StepOutput:
     logits: Tensor  # [N, A]
     features: Tensor | None  # [N, L, d] per-layer hidden states, when asked
     state: Any  # the family's acting state after this step
+    hidden: Tensor | None = None  # [N, d] the top layer's output (world-model heads read it)
 
 
 class FamilyModel(PreTrainedModel):
@@ -120,6 +133,10 @@ class FamilyModel(PreTrainedModel):
     targets: ClassVar[tuple[str, ...]] = ("actions", "optimal_actions")
     # Batches carry a query state per window (`WindowDataset(queries=True)`): DPT.
     needs_queries: ClassVar[bool] = False
+    # The family can carry world-model heads (`train --world-model-weight`) and act with
+    # lookahead: it implements `select_state` and fills `StepOutput.hidden`. Every family
+    # sets `self.world_model = self.make_world_model(width)` (None without heads).
+    supports_world_model: ClassVar[bool] = False
 
     def action_loss(self, logits: Tensor, targets: Tensor | None,
                     attention_mask: Tensor | None) -> Tensor | None:
@@ -131,6 +148,39 @@ class FamilyModel(PreTrainedModel):
             target = target.masked_fill(attention_mask == 0, -100)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1),
                                ignore_index=-100)
+
+    def make_world_model(self, hidden_size: int) -> WorldModelHead | None:
+        """The world-model heads when the config asks for them (weight > 0), else None."""
+        c = self.config
+        if not c.world_model_weight:
+            return None
+        if not self.supports_world_model:
+            raise IclRlError(f"the {c.model_type} family has no world-model heads; train an ad "
+                             "or recurrent model with --world-model-weight")
+        return WorldModelHead(hidden_size, c.num_actions, c.obs_dim, c.obs_levels)
+
+    @property
+    def heads(self) -> WorldModelHead | None:
+        """The world-model heads, or None (also for a family that never sets them)."""
+        return getattr(self, "world_model", None)
+
+    def with_world_model(self, out: FamilyOutput, x: Transitions,
+                         attention_mask: Tensor | None) -> FamilyOutput:
+        """`out` with the heads' loss added (weighted) when the model has heads and a loss."""
+        if self.heads is None or out.loss is None:
+            return out
+        wm = window_loss(self.world_model, out.last_hidden_state, x, attention_mask)
+        out.loss = out.loss + self.config.world_model_weight * wm.loss
+        out.world_model_loss = wm.loss.detach()
+        out.reward_mse, out.next_obs_accuracy = wm.reward_mse, wm.next_obs_accuracy
+        out.return_mae = wm.return_mae
+        return out
+
+    def select_state(self, state: Any, index: Tensor, room: int | None = None) -> Any:
+        """A new acting state whose row i is a copy of `state`'s row index[i] (lookahead
+        branches a task's state into several imagined futures); `room`: how many more steps
+        the copy will take, where a family can use it to copy less."""
+        raise NotImplementedError
 
     def hide(self, features: Tensor) -> Tensor:
         """Zero the hidden parts of step features [..., token_dim] (an ablation)."""

@@ -108,6 +108,8 @@ class DPTModel(ADModel):
     # Batches carry a query state per window, and the targets are the oracle's action there.
     needs_queries: ClassVar[bool] = True
     targets: ClassVar[tuple[str, ...]] = ("optimal_actions",)
+    # Its input ends in a query, not in the next step: the heads' labels have no place in it.
+    supports_world_model: ClassVar[bool] = False
 
     # -- tokens ------------------------------------------------------------------------------
     def transition_tokens(self, obs: Tensor, actions: Tensor, rewards: Tensor, next_obs: Tensor,

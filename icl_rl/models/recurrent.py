@@ -76,6 +76,7 @@ class RecurrentModel(FamilyModel):
     config_class = RecurrentConfig
     base_model_prefix = "recurrent"
     uses_window = False
+    supports_world_model = True
 
     def __init__(self, config: RecurrentConfig) -> None:
         super().__init__(config)
@@ -84,6 +85,7 @@ class RecurrentModel(FamilyModel):
         self.rnn = CELLS[config.cell](d, d, config.num_layers, batch_first=True)
         self.action_head = nn.Linear(d, config.num_actions)
         self.value_head = nn.Linear(d, 1) if config.value_head else None
+        self.world_model = self.make_world_model(d)
         self.post_init()
 
     def _rnn(self, x: Tensor, state: RecurrentState | None):
@@ -130,8 +132,9 @@ class RecurrentModel(FamilyModel):
         out, _ = self._run(x, None)
         logits = self.action_head(out)
         values = None if self.value_head is None else self.value_head(out)[..., 0]
-        return FamilyOutput(loss=self.action_loss(logits, targets, attention_mask),
-                            logits=logits, values=values)
+        return self.with_world_model(
+            FamilyOutput(loss=self.action_loss(logits, targets, attention_mask), logits=logits,
+                         values=values, last_hidden_state=out), x, attention_mask)
 
     def init_state(self, n: int, window: int | None = None, **options) -> RecurrentState:
         """Zero state for n histories (a window is refused: the state is the memory)."""
@@ -147,7 +150,14 @@ class RecurrentModel(FamilyModel):
         x = Transitions(*(v[:, None] for v in inputs.as_dict().values()))
         out, state = self._run(x, state)
         features = state.h.transpose(0, 1) if output_features else None
-        return StepOutput(self.action_head(out[:, -1]).float(), features, state)
+        return StepOutput(self.action_head(out[:, -1]).float(), features, state,
+                          hidden=out[:, -1])
+
+    def select_state(self, state: RecurrentState, index: Tensor,
+                     room: int | None = None) -> RecurrentState:
+        """Copies of the histories `index` [M] (`room` is a window's notion: unused)."""
+        return RecurrentState(state.h.index_select(1, index),
+                              None if state.c is None else state.c.index_select(1, index))
 
     def flops_per_token(self, context: int) -> float:
         """Analytic training FLOPs per step (forward + backward = 3x forward)."""
