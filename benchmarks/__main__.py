@@ -85,6 +85,11 @@ def table(results: dict) -> str:
             elif "cache_speedup" in r:
                 lines.append(f"| eval cache vs recompute, ctx {r['context']} | "
                              f"{r['cache_speedup']:.0f}x |")
+            elif r.get("lookahead"):
+                lines.append(f"| eval lookahead D={r['lookahead']} (beam 5), {r['context']} of "
+                             f"{r['window']} tokens, {r['tasks']} tasks | "
+                             f"{r['actions_per_s']:.0f} actions/s, {r['cost_over_d0']:.1f}x the "
+                             "time of D=0 |")
     if "bayes" in b:
         r = b["bayes"]
         lines.append(f"| divergence + probes, {r['tasks']} tasks x {r['steps']} steps | "

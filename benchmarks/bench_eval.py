@@ -33,10 +33,12 @@ def memory_bandwidth_gbs(mb: int = 512, repeats: int = 7) -> float:
 
 
 def filled_agent(model: ADModel, tasks: int, context: int, use_cache: bool,
-                 decode_attention: str | None = "eager") -> ModelAgent:
-    """An agent whose context already holds `context` tokens of every task."""
-    agent = ModelAgent(model, greedy=True, window=context, use_cache=use_cache,
-                       decode_attention=decode_attention)
+                 decode_attention: str | None = "eager", window: int | None = None,
+                 **options) -> ModelAgent:
+    """An agent whose context (a window of `window` tokens, default `context`) already holds
+    `context` tokens of every task (`options`: the agent's, e.g. lookahead)."""
+    agent = ModelAgent(model, greedy=True, window=window or context, use_cache=use_cache,
+                       decode_attention=decode_attention, **options)
     agent.reset(tasks)
     tokens = torch.randn(tasks, context, model.config.token_dim)
     if use_cache:
@@ -53,9 +55,9 @@ def filled_agent(model: ADModel, tasks: int, context: int, use_cache: bool,
 
 
 def stepper(model: ADModel, tasks: int, context: int, use_cache: bool,
-            decode_attention: str | None = "eager"):
-    """(one action for every task at a full window, the agent)."""
-    agent = filled_agent(model, tasks, context, use_cache, decode_attention)
+            decode_attention: str | None = "eager", window: int | None = None, **options):
+    """(one action for every task with `context` tokens in its window, the agent)."""
+    agent = filled_agent(model, tasks, context, use_cache, decode_attention, window, **options)
     obs = torch.zeros(tasks, model.config.obs_dim)
     r, d = torch.zeros(tasks), torch.zeros(tasks, dtype=torch.bool)
 
@@ -116,6 +118,28 @@ def family_rows(ad: ADModel, tasks: int, history: int, repeats: int) -> list[dic
             {"context": history, "gru_over_cached_ad": t_ad / t_gru}]
 
 
+def lookahead_rows(tasks: int, repeats: int, depths=(0, 1, 2, 4)) -> list[dict]:
+    """Acting with lookahead D (`eval --lookahead`) with configs/darkroom_lookahead's model (2
+    layers, d=64, world-model heads, beam 5) on Dark Room-shaped inputs, at a half-full and a
+    full window of 200 tokens: actions/s per depth, timed in turn, and the cost over D = 0."""
+    torch.manual_seed(0)
+    model = ADModel(ADConfig(obs_dim=2, num_actions=5, obs_levels=[9, 9], hidden_size=64,
+                             num_layers=2, num_heads=4, intermediate_size=128, max_context=200,
+                             world_model_weight=1.0)).eval()
+    rows = []
+    for filled in (100, 200):
+        steps = []
+        for d in depths:
+            step, _ = stepper(model, tasks, filled, True, window=200, lookahead=d, beam=5,
+                              reward_values=(0.0, 1.0))
+            steps.append(step)
+        times = [statistics.median(t) for t in interleaved_times(steps, repeats)]
+        for d, t in zip(depths, times, strict=True):
+            rows.append({**row(filled, tasks, f"lookahead_{d}", t), "window": 200,
+                         "lookahead": d, "cost_over_d0": t / times[0]})
+    return rows
+
+
 def run(quick: bool = False) -> dict:
     """Cache vs recompute at contexts 256 and 1024, 256 tasks, d_model 128, 4 layers, and the
     GRU against the cached transformer at 1024 steps of history (--quick, the test suite's
@@ -157,6 +181,7 @@ def run(quick: bool = False) -> dict:
         rows.append({"context": context, "cache_speedup": cached["actions_per_s"]
                      / full["actions_per_s"], "fast_path_speedup": t_sdpa / t_fast})
     rows += family_rows(model, tasks, 1024, 6 if quick else 20)
+    rows += lookahead_rows(tasks, 3 if quick else 10, (0, 2) if quick else (0, 1, 2, 4))
     return {"benchmark": "eval", "machine": machine(), "memory_bandwidth_gbs": bw,
             "model": {"hidden_size": 128, "num_layers": 4}, "results": rows,
             "peak_rss_mb": peak_rss_mb()}
