@@ -73,8 +73,9 @@ class ADConfig(FamilyConfig):
 
     def describe(self) -> str:
         """Shape in words."""
+        heads = ", world-model heads" if self.world_model_weight else ""
         return (f"{self.num_layers}-layer, {self.hidden_size}-wide decoder (transformers "
-                "LlamaModel backbone)")
+                f"LlamaModel backbone{heads})")
 
 
 class RingLayer(DynamicLayer):

@@ -50,7 +50,9 @@ class RecurrentConfig(FamilyConfig):
     def describe(self) -> str:
         """Shape in words."""
         memory = "" if self.memory == "history" else f", memory: {self.memory}"
-        return f"{self.num_layers}-layer, {self.hidden_size}-wide {self.cell.upper()}{memory}"
+        heads = ", world-model heads" if self.world_model_weight else ""
+        return (f"{self.num_layers}-layer, {self.hidden_size}-wide {self.cell.upper()}{memory}"
+                f"{heads}")
 
 
 @dataclass
