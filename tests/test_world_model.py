@@ -288,3 +288,18 @@ def test_train_refuses_a_weight_for_dpt_and_a_changed_weight_on_init(room_run, t
     with pytest.raises(IclRlError, match="world_model_weight"):
         train(TrainConfig(dataset=str(data), out=str(tmp_path / "b"), init_model=res["model_dir"],
                           world_model_weight=2.0, context=40))
+
+
+@pytest.mark.parametrize("name", sorted(__import__("icl_rl.envs", fromlist=["ENVS"]).ENVS))
+def test_every_reward_an_env_pays_is_in_its_reward_values(name):
+    """Lookahead snaps imagined rewards to `reward_values`: an env that declares them must pay
+    nothing else, and one that declares none pays more than a few values."""
+    env = make_env(name)
+    g = torch.Generator().manual_seed(0)
+    h = rollout(env, make_learner_random(env), env.sample_tasks(32, g),
+                20 * env.spec.episode_len, agent_generator=torch.Generator().manual_seed(1))
+    paid = set(h.rewards.unique().tolist())
+    if env.reward_values is None:
+        assert len(paid) > 100
+    else:
+        assert paid <= set(env.reward_values)
