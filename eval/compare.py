@@ -50,13 +50,25 @@ def combine(runs: list[tuple[str, dict]], baselines: list[str] | None = None) ->
     names = [n for n, _ in runs]
     if len(set(names)) != len(names):
         raise IclRlError(f"compare: names must differ, got {names}; use NAME=PATH")
-    agents = {name: r["agents"]["model"] for name, r in runs}
+    agents = {}
+    for name, r in runs:  # the model, then its lookahead variants as NAME/lookahead_D
+        agents[name] = r["agents"]["model"]
+        agents.update({f"{name}/{v}": r["agents"][v] for v in variants(r)})
     for b, row in first["agents"].items():
-        if b != "model" and (not baselines or b in baselines) and b not in agents:
+        if (b != "model" and b not in variants(first) and (not baselines or b in baselines)
+                and b not in agents):
             agents[b] = row
     common = set.intersection(*(set(r.get("metrics", [])) for _, r in runs))
-    return {**first, "agents": agents, "metrics": [m for m in first.get("metrics", [])
-                                                   if m in common]}
+    combined = {**first, "agents": agents, "metrics": [m for m in first.get("metrics", [])
+                                                       if m in common]}
+    combined.pop("lookahead", None)  # per run; its agents are in the table
+    return combined
+
+
+def variants(results: dict) -> list[str]:
+    """The run's own model acting with other lookahead depths (`eval --lookahead`)."""
+    rows = (results.get("lookahead") or {}).get("rows", [])
+    return [r["agent"] for r in rows if r["agent"] != "model"]
 
 
 def main(config: CompareConfig) -> dict:

@@ -11,6 +11,7 @@ import torch
 
 from data_gen.generate import GenerateConfig
 from data_gen.generate import main as generate
+from eval.compare import combine
 from eval.config import EvalConfig
 from eval.evaluate import main as evaluate
 from eval.world_model import thinking_time, world_model_accuracy
@@ -260,6 +261,10 @@ def test_train_and_eval_with_lookahead_end_to_end(room_run):
     assert [r["depth"] for r in out["lookahead"]["rows"]] == [0, 1]
     report = (root / "ev" / "report.md").read_text()
     assert "Thinking time" in report and "lookahead_1" in report
+    # compare: a run's lookahead agents are its own model's variants, not shared baselines
+    combined = combine([("a", out), ("b", out)])
+    assert list(combined["agents"]) == ["a", "a/lookahead_1", "b", "b/lookahead_1", "random"]
+    assert "lookahead" not in combined
     with pytest.raises(IclRlError, match="distinct depths"):
         evaluate(EvalConfig(model=res["model_dir"], lookahead=["1", "1"]))
     with pytest.raises(IclRlError, match="integers"):
