@@ -179,7 +179,6 @@ def lookahead_values(model, state, hidden: Tensor, logits: Tensor, depth: int, b
     score = torch.zeros(n, 1, device=dev)  # predicted reward along each path
     prior = torch.zeros(n, 1, device=dev)  # log pi of each path
     root = torch.full((n, 1), -1, dtype=torch.long, device=dev)  # its first action
-    values = torch.full((n, num_actions), float("-inf"), device=dev)
     support = None if reward_values is None else torch.tensor(reward_values, device=dev)
     for level in range(1, depth + 1):
         p = score.shape[1]
@@ -192,7 +191,7 @@ def lookahead_values(model, state, hidden: Tensor, logits: Tensor, depth: int, b
         prior = prior.repeat_interleave(num_actions, dim=1) + step_prior
         root = (actions.expand(n, -1) if level == 1
                 else root.repeat_interleave(num_actions, dim=1))
-        if level == 1:  # every first action has a value, kept in the beam or not
+        if level == 1:  # every first action has a value [N, A], kept in the beam or not
             values = score.clone()
         keep = (beta * score + prior).topk(min(beam, score.shape[1]), dim=1).indices  # [N, B]
         b = keep.shape[1]
