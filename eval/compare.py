@@ -54,9 +54,9 @@ def combine(runs: list[tuple[str, dict]], baselines: list[str] | None = None) ->
     for name, r in runs:  # the model, then its lookahead variants as NAME/lookahead_D
         agents[name] = r["agents"]["model"]
         agents.update({f"{name}/{v}": r["agents"][v] for v in variants(r)})
+    own = {"model", *variants(first)}  # the first run's model agents, not baselines
     for b, row in first["agents"].items():
-        if (b != "model" and b not in variants(first) and (not baselines or b in baselines)
-                and b not in agents):
+        if b not in own and (not baselines or b in baselines) and b not in agents:
             agents[b] = row
     common = set.intersection(*(set(r.get("metrics", [])) for _, r in runs))
     combined = {**first, "agents": agents, "metrics": [m for m in first.get("metrics", [])

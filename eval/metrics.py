@@ -596,9 +596,7 @@ def world_model(h: History, ctx: Context) -> dict:
     (eval.world_model)."""
     from eval.world_model import world_model_accuracy
 
-    return world_model_accuracy(h.extras["world_model"].numpy(), h.observations.numpy(),
-                                h.rewards.numpy(), h.dones.numpy(), ctx.env.spec.obs_levels,
-                                ctx.env.spec.episode_len, ctx.k)
+    return world_model_accuracy(h, ctx.env.spec.obs_levels, ctx.k)
 
 
 def plot_world_model(ax, results: dict) -> None:

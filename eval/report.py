@@ -37,22 +37,22 @@ def report(results: dict) -> str:
     metrics = metrics_of(results)
     k = results["improvement_k"]
     notes = "\n".join(m.note.format(k=k) for m in metrics if m.note)
-    offline = ""
+    sections = ""  # what only some evaluations have, after the notes
     if results.get("offline"):
         o = results["offline"]
-        offline = (f"\n## Offline deployment\n\nGreedy actions from a fixed context: the first n "
-                   f"transitions of {o['num_tasks']} `{o['split']}` histories of `{o['dataset']}`, "
-                   f"{o['episodes']} episode(s) on each history's task; 95% CIs over tasks.\n\n"
-                   f"{offline_table(o)}")
+        sections += (f"\n## Offline deployment\n\nGreedy actions from a fixed context: the first "
+                     f"n transitions of {o['num_tasks']} `{o['split']}` histories of "
+                     f"`{o['dataset']}`, {o['episodes']} episode(s) on each history's task; 95% "
+                     f"CIs over tasks.\n\n{offline_table(o)}")
     if results.get("lookahead"):
         la = results["lookahead"]
         then = " and the return-to-go predicted after them" if la.get("bootstrap") else ""
-        offline += (f"\n## Thinking time: acting with lookahead\n\nThe same model acting from "
-                    f"its policy tilted by the return its world-model heads predict over D "
-                    f"imagined steps{then} (beam {la['beam']}, beta {la['beta']}; D = 0 is plain "
-                    f"acting). Means over the tasks of each task's mean over its "
-                    f"{results['episodes']} episodes; 95% CIs over tasks, the gains paired by "
-                    f"task.\n\n{thinking_time_table(la)}")
+        sections += (f"\n## Thinking time: acting with lookahead\n\nThe same model acting from "
+                     f"its policy tilted by the return its world-model heads predict over D "
+                     f"imagined steps{then} (beam {la['beam']}, beta {la['beta']}; D = 0 is "
+                     f"plain acting). Means over the tasks of each task's mean over its "
+                     f"{results['episodes']} episodes; 95% CIs over tasks, the gains paired by "
+                     f"task.\n\n{thinking_time_table(la)}")
     return f"""# In-context evaluation
 
 - model: `{results['model']}` (trained for `{results['env']['name']}` {results['env']['params']})
@@ -65,7 +65,7 @@ def report(results: dict) -> str:
 ![curves](curves.png)
 
 {notes}
-{offline}"""
+{sections}"""
 
 
 def plot(results: dict, path: Path, title: str | None = None) -> None:

@@ -13,42 +13,41 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from eval.metrics import mean_ci
+from icl_rl.rollout import History
 
 
-def world_model_accuracy(pred: np.ndarray, observations: np.ndarray, rewards: np.ndarray,
-                         dones: np.ndarray, obs_levels, episode_len: int, k: int) -> dict:
-    """pred [N, T, obs_dim + 1] (predicted o_{t+1}, then r_t), observations [N, T, obs_dim],
-    rewards [N, T], dones [N, T]: per-episode next-observation accuracy and reward error."""
-    n, t, obs_dim = observations.shape
-    levels = list(obs_levels or [0] * obs_dim)
-    levelled = [i for i, level in enumerate(levels) if level]
-    e = t // episode_len
-    err = np.abs(pred[:, :, obs_dim] - rewards)[:, :e * episode_len]
-    reward_error = err.reshape(n, e, episode_len).mean(axis=2)  # [N, E]
+def world_model_accuracy(h: History, obs_levels, k: int) -> dict:
+    """Per-episode next-observation accuracy and reward error of `h.extras["world_model"]`
+    [N, T, obs_dim + 1] (predicted o_{t+1}, then r_t), over the first and last k episodes."""
+    pred = h.extras["world_model"].double()
+    obs, rewards = h.observations.double(), h.rewards.double()
+    obs_dim = obs.shape[-1]
+    steps = h.per_episode(torch.ones_like(rewards))  # [N, E]
+    reward_error = (h.per_episode((pred[..., obs_dim] - rewards).abs()) / steps).numpy()
     out = {}
     r_mean, r_ci = mean_ci(reward_error)
     out["wm_reward_error_mean"], out["wm_reward_error_ci95"] = r_mean.tolist(), r_ci.tolist()
     out["wm_reward_error_first_k"] = float(reward_error[:, :k].mean())
     out["wm_reward_error_last_k"] = float(reward_error[:, -k:].mean())
-    if levelled and t > 1:
-        right = np.ones((n, t - 1), dtype=bool)
-        for i in levelled:
-            right &= np.rint(pred[:, :-1, i]) == observations[:, 1:, i]
-        scored = ~dones[:, :-1]
-        # pad the last step (no next observation recorded) as unscored
-        right = np.concatenate([right, np.zeros((n, 1), bool)], axis=1)[:, :e * episode_len]
-        scored = np.concatenate([scored, np.zeros((n, 1), bool)], axis=1)[:, :e * episode_len]
-        hits = (right & scored).reshape(n, e, episode_len).sum(axis=2)
-        count = scored.reshape(n, e, episode_len).sum(axis=2)
-        if count.min() > 0:  # episodes of one step score nothing: no curve
-            acc = hits / count  # [N, E]
-            a_mean, a_ci = mean_ci(acc)
-            out["wm_next_obs_accuracy_mean"] = a_mean.tolist()
-            out["wm_next_obs_accuracy_ci95"] = a_ci.tolist()
-            out["wm_next_obs_accuracy_first_k"] = float(acc[:, :k].mean())
-            out["wm_next_obs_accuracy_last_k"] = float(acc[:, -k:].mean())
+    levelled = [i for i, level in enumerate(obs_levels or []) if level]
+    if not levelled:
+        return out
+    # scored: steps whose next observation is recorded (not an episode's last, not the last)
+    scored = torch.zeros_like(h.dones)
+    scored[:, :-1] = ~h.dones[:, :-1]
+    right = torch.zeros_like(scored)
+    right[:, :-1] = (pred[:, :-1, levelled].round() == obs[:, 1:, levelled]).all(dim=-1)
+    count = h.per_episode(scored.double()).numpy()
+    if count.min() > 0:  # episodes of one step score nothing: no curve
+        acc = h.per_episode((right & scored).double()).numpy() / count  # [N, E]
+        a_mean, a_ci = mean_ci(acc)
+        out["wm_next_obs_accuracy_mean"] = a_mean.tolist()
+        out["wm_next_obs_accuracy_ci95"] = a_ci.tolist()
+        out["wm_next_obs_accuracy_first_k"] = float(acc[:, :k].mean())
+        out["wm_next_obs_accuracy_last_k"] = float(acc[:, -k:].mean())
     return out
 
 

@@ -21,7 +21,7 @@ from icl_rl.models import ADConfig, ADModel, load_model
 from icl_rl.models.recurrent import RecurrentConfig, RecurrentModel
 from icl_rl.models.world_model import lookahead_values, returns_to_go, window_loss
 from icl_rl.policy import ModelAgent
-from icl_rl.rollout import rollout
+from icl_rl.rollout import History, rollout
 from icl_rl.transitions import Transitions, sequences
 from training.train import TrainConfig
 from training.train import main as train
@@ -204,19 +204,24 @@ def test_lookahead_needs_heads_and_sane_settings():
 def test_world_model_metric_on_known_predictions():
     rng = np.random.default_rng(0)
     n, t, ep = 5, 12, 4
-    obs = rng.integers(0, 5, (n, t, 2)).astype(np.float32)
-    rewards = rng.integers(0, 2, (n, t)).astype(np.float32)
-    dones = np.zeros((n, t), bool)
+    obs = torch.tensor(rng.integers(0, 5, (n, t, 2)), dtype=torch.float32)
+    rewards = torch.tensor(rng.integers(0, 2, (n, t)), dtype=torch.float32)
+    dones = torch.zeros(n, t, dtype=torch.bool)
     dones[:, ep - 1::ep] = True
-    perfect = np.concatenate([np.concatenate([obs[:, 1:], obs[:, -1:]], 1),
-                              rewards[..., None]], -1)
-    out = world_model_accuracy(perfect, obs, rewards, dones, [5, 5], ep, k=1)
+    perfect = torch.cat([torch.cat([obs[:, 1:], obs[:, -1:]], 1), rewards[..., None]], -1)
+
+    def metric(pred):
+        h = History(obs, torch.zeros(n, t, dtype=torch.long), rewards, dones,
+                    torch.zeros(n, 1), extras={"world_model": pred})
+        return world_model_accuracy(h, [5, 5], k=1)
+
+    out = metric(perfect)
     assert out["wm_next_obs_accuracy_mean"] == [1.0, 1.0, 1.0]
     assert out["wm_reward_error_mean"] == [0.0, 0.0, 0.0]
-    wrong = perfect.copy()
+    wrong = perfect.clone()
     wrong[..., 0] += 1  # every x off by one; rewards off by 0.5
     wrong[..., 2] += 0.5
-    out = world_model_accuracy(wrong, obs, rewards, dones, [5, 5], ep, k=1)
+    out = metric(wrong)
     assert out["wm_next_obs_accuracy_first_k"] == 0.0
     assert out["wm_reward_error_last_k"] == pytest.approx(0.5)
 

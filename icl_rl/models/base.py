@@ -169,7 +169,7 @@ class FamilyModel(PreTrainedModel):
         """`out` with the heads' loss added (weighted) when the model has heads and a loss."""
         if self.heads is None or out.loss is None:
             return out
-        wm = window_loss(self.world_model, out.last_hidden_state, x, attention_mask)
+        wm = window_loss(self.heads, out.last_hidden_state, x, attention_mask)
         out.loss = out.loss + self.config.world_model_weight * wm.loss
         out.world_model_loss = wm.loss.detach()
         out.reward_mse, out.next_obs_accuracy = wm.reward_mse, wm.next_obs_accuracy
