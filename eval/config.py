@@ -60,7 +60,8 @@ class EvalConfig:
     baselines: list[str] = field(
         default_factory=lambda: ["source", "random", "oracle", "ucb", "thompson"])
     """Agents next to the model, space- or comma-separated (ucb, thompson only for bandits;
-    posterior_sampling: thompson on bandits, the goal posterior sampler on Dark Room;
+    posterior_sampling: thompson on bandits, the hidden-cell posterior sampler on Dark Room,
+    Key-to-Door and mazes;
     bayes_optimal: Bernoulli bandits, the exact Bayes-optimal policy for the evaluation's
     horizon where its dynamic program fits, else the Gittins-index approximation, shown as
     `gittins`; others: any learner name)."""

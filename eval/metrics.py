@@ -342,7 +342,7 @@ def reference_probs(h: History, env: Env):
     """Posterior sampling's action distribution [N, T, A] along the History's own trajectory
     (the exact one: icl_rl.bayes), or None where the env has no tractable posterior."""
     from icl_rl import bayes
-    from icl_rl.envs import BernoulliBandit, DarkRoom, GaussianBandit
+    from icl_rl.envs import BernoulliBandit, DarkKeyToDoor, DarkMaze, DarkRoom, GaussianBandit
 
     k = env.spec.num_actions
     if isinstance(env, BernoulliBandit):
@@ -354,6 +354,12 @@ def reference_probs(h: History, env: Env):
     if isinstance(env, DarkRoom):
         return bayes.darkroom_reference_probs(h.observations, h.actions, h.rewards, h.dones,
                                               env.size)
+    if isinstance(env, DarkKeyToDoor):
+        return bayes.key_to_door_reference_probs(h.observations, h.actions, h.rewards, h.dones,
+                                                 env.size)
+    if isinstance(env, DarkMaze):
+        return bayes.maze_reference_probs(h.observations, h.actions, h.rewards, h.dones,
+                                          env.size)
     return None
 
 

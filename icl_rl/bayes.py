@@ -3,7 +3,8 @@
 - the exact Bayes-optimal policy of a finite-horizon Beta-Bernoulli bandit (backward induction
   over posterior counts) and the Gittins-index policy, its classic approximation;
 - posterior sampling's action distribution, exactly: P(arm i has the highest mean) under
-  independent Beta or Normal posteriors (quadrature), and the goal posterior of Dark Room;
+  independent Beta or Normal posteriors (quadrature), and the hidden-cell posteriors of Dark
+  Room, Key-to-Door (key and door) and dark mazes (the goal; the maze planned optimistically);
 - the same along recorded histories ([N, T] -> [N, T, A]), and the KL divergence / total
   variation that compare an agent's action distribution with them (Ortega et al. 2019).
 
@@ -783,6 +784,58 @@ def goal_posterior_action_probs(possible: Tensor, pos: Tensor, size: int) -> Ten
     return out / total
 
 
+def _check_grid_history(owner: str, observations: Tensor, actions: Tensor, rewards: Tensor,
+                        dones: Tensor, obs_dim: int) -> tuple[int, int]:
+    n, t = actions.shape
+    if (observations.shape != (n, t, obs_dim) or rewards.shape != (n, t)
+            or dones.shape != (n, t)):
+        raise IclRlError(f"{owner}: need observations [N, T, {obs_dim}] and actions, rewards, "
+                         f"dones [N, T], got {tuple(observations.shape)}, {tuple(actions.shape)}, "
+                         f"{tuple(rewards.shape)}, {tuple(dones.shape)}")
+    return n, t
+
+
+def _landed(pos: Tensor, moved: Tensor, dones: Tensor, size: int) -> Tensor:
+    """The cell [N, T] each step ends on: the next observation's cell, except where the step
+    ends an episode (or the history): there `moved` [N, T, 2], the move's own result."""
+    landed = moved.clone()
+    landed[:, :-1] = torch.where(dones[:, :-1, None], moved[:, :-1], pos[:, 1:])
+    return landed[..., 0] * size + landed[..., 1]
+
+
+class _HiddenCell:
+    """The posterior over one hidden cell, uniform over the cells no informative step has ruled
+    out: a step counts (`informative` [N, T]) where landing on the cell would have paid; it
+    rules out the cell it ended on, or, paid, reveals it. possible(now) [N, C, S] is the
+    posterior before each step of `now` [C]."""
+
+    def __init__(self, cell: Tensor, paid: Tensor, informative: Tensor, num_cells: int) -> None:
+        n, t = cell.shape
+        steps = torch.arange(t, device=cell.device).expand(n, t)
+        self.first = torch.full((n, num_cells), t, dtype=torch.long, device=cell.device)
+        self.first.scatter_reduce_(1, cell, torch.where(informative, steps, t), reduce="amin")
+        hit = informative & paid
+        self.first_paid = torch.where(hit.any(dim=1), hit.float().argmax(dim=1), t)  # [N]
+        found = cell.gather(1, self.first_paid.clamp(max=t - 1)[:, None])[:, 0]
+        self.found = torch.nn.functional.one_hot(found, num_cells).bool()  # [N, S]
+
+    def possible(self, now: Tensor) -> Tensor:
+        unseen = self.first[:, None, :] >= now[None, :, None]  # not ruled out before the step
+        known = (self.first_paid[:, None] < now[None, :])[..., None]
+        return torch.where(known, self.found[:, None, :], unseen)
+
+
+def _by_chunks(n: int, t: int, s: int, fill: Callable[[Tensor], Tensor],
+               device) -> Tensor:
+    """[N, T, 5] from fill(now) [N, C, 5] over chunks of steps sized to ~4 M cells."""
+    out = torch.empty(n, t, 5, device=device)
+    chunk = max(1, 2**22 // max(1, n * s))
+    for start in range(0, t, chunk):
+        now = torch.arange(start, min(t, start + chunk), device=device)
+        out[:, start:start + len(now)] = fill(now)
+    return out
+
+
 def darkroom_reference_probs(observations: Tensor, actions: Tensor, rewards: Tensor,
                              dones: Tensor, size: int) -> Tensor:
     """Posterior sampling's action distribution [N, T, 5] at every step of Dark Room histories
@@ -793,38 +846,151 @@ def darkroom_reference_probs(observations: Tensor, actions: Tensor, rewards: Ten
     Room Hard too: its first arrival pays). A step ends at observations[t + 1] unless it ends an
     episode (or the history); there it ends at the clamped move of the action.
     """
-    owner = "darkroom_reference_probs"
-    n, t = actions.shape
-    if observations.shape[:2] != (n, t) or rewards.shape != (n, t) or dones.shape != (n, t):
-        raise IclRlError(f"{owner}: need observations [N, T, 2] and actions, rewards, dones "
-                         f"[N, T], got {tuple(observations.shape)}, {tuple(actions.shape)}, "
-                         f"{tuple(rewards.shape)}, {tuple(dones.shape)}")
+    n, t = _check_grid_history("darkroom_reference_probs", observations, actions, rewards, dones,
+                               2)
     grid = GridWorld(size, 1)  # for its move() rule only
-    s, dev = size * size, observations.device
-    pos = observations[..., :2].long()  # [N, T, 2]
+    s = size * size
+    pos = observations.long()  # [N, T, 2]
     moved = grid.move(pos.reshape(-1, 2), actions.reshape(-1)).view(n, t, 2)
-    landed = moved.clone()
-    landed[:, :-1] = torch.where(dones[:, :-1, None], moved[:, :-1], pos[:, 1:])
-    cell = landed[..., 0] * size + landed[..., 1]  # [N, T]
-    steps = torch.arange(t, device=dev)
-    first = torch.full((n, s), t, dtype=torch.long, device=dev)  # first landing on each cell
-    first.scatter_reduce_(1, cell, steps.expand(n, t), reduce="amin")
-    paid = rewards > 0
-    first_paid = torch.where(paid.any(dim=1), paid.float().argmax(dim=1), t)  # [N]
-    goal = cell.gather(1, first_paid.clamp(max=t - 1)[:, None])[:, 0]
-    goal_only = torch.nn.functional.one_hot(goal, s).bool()  # [N, S]
-    out = torch.empty(n, t, 5, device=dev)
-    chunk = max(1, 2**22 // max(1, n * s))
-    for start in range(0, t, chunk):
-        now = steps[start:start + chunk]  # [c]
-        possible = first[:, None, :] >= now[None, :, None]  # not landed on before step t
-        known = (first_paid[:, None] < now[None, :])[..., None]
-        possible = torch.where(known, goal_only[:, None, :], possible)  # [N, c, S]
+    goal = _HiddenCell(_landed(pos, moved, dones, size), rewards > 0,
+                       torch.ones_like(dones), s)
+
+    def fill(now):
         c = len(now)
+        return goal_posterior_action_probs(goal.possible(now).reshape(n * c, s),
+                                           pos[:, now].reshape(n * c, 2), size).view(n, c, 5)
+
+    return _by_chunks(n, t, s, fill, observations.device)
+
+
+def key_to_door_reference_probs(observations: Tensor, actions: Tensor, rewards: Tensor,
+                                dones: Tensor, size: int) -> Tensor:
+    """Posterior sampling's action distribution [N, T, 5] at every step of Dark Key-to-Door
+    histories (observations [N, T, 3]: x, y, holds the key; actions, rewards, dones [N, T]).
+
+    Key and door are independent and uniform over the cells a priori, and stay so: a step taken
+    without the key pays iff it ends on the key, a step taken with it, before the door paid in
+    this episode, pays iff it ends on the door. So each has the posterior of Dark Room's goal,
+    counting only those steps. The action at step t: toward the key (a draw from its posterior)
+    without the key, toward the door with it, stay once the door has paid in the episode.
+    """
+    n, t = _check_grid_history("key_to_door_reference_probs", observations, actions, rewards,
+                               dones, 3)
+    grid = GridWorld(size, 1)
+    s, dev = size * size, observations.device
+    pos = observations[..., :2].long()
+    holding = observations[..., 2] > 0.5  # before the step
+    moved = grid.move(pos.reshape(-1, 2), actions.reshape(-1)).view(n, t, 2)
+    cell, paid = _landed(pos, moved, dones, size), rewards > 0
+    # Whether the door paid earlier in the step's episode: door payments so far, less those
+    # made before the episode began.
+    door_paid = (holding & paid).long()
+    before = door_paid.cumsum(dim=1) - door_paid  # door payments before each step
+    begins = torch.zeros_like(dones)
+    begins[:, 1:] = dones[:, :-1]
+    begins[:, 0] = True
+    steps = torch.arange(t, device=dev).expand(n, t)
+    episode_start = torch.where(begins, steps, 0).cummax(dim=1).values
+    opened = before > before.gather(1, episode_start)
+    key = _HiddenCell(cell, paid, ~holding, s)
+    door = _HiddenCell(cell, paid, holding & ~opened, s)
+
+    def fill(now):
+        c = len(now)
+        possible = torch.where(holding[:, now, None], door.possible(now), key.possible(now))
         probs = goal_posterior_action_probs(possible.reshape(n * c, s),
-                                            pos[:, start:start + c].reshape(n * c, 2), size)
-        out[:, start:start + c] = probs.view(n, c, 5)
-    return out
+                                            pos[:, now].reshape(n * c, 2), size).view(n, c, 5)
+        stay = torch.nn.functional.one_hot(torch.zeros_like(now), 5).float()  # STAY
+        return torch.where(opened[:, now, None], stay, probs)
+
+    return _by_chunks(n, t, s, fill, dev)
+
+
+def maze_known_walls(observations: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """The walls of a dark maze seen so far [N, T, S] x 2 (wall_right, wall_up per cell, as
+    `grid_distances` takes them) from observations [N, T, 6] (x, y, then whether up, down,
+    left, right are blocked): after step t's observation, every wall next to a cell observed at
+    steps <= t. Unseen walls read open."""
+    from icl_rl.envs.maze import seen_walls
+
+    n, t = observations.shape[:2]
+    right, up = seen_walls(observations.reshape(n * t, 6), size)
+    return (right.view(n, t, -1).cummax(dim=1).values, up.view(n, t, -1).cummax(dim=1).values)
+
+
+def maze_posterior_action_probs(possible: Tensor, pos: Tensor, wall_right: Tensor,
+                                wall_up: Tensor, size: int) -> Tensor:
+    """The maze posterior sampler's action distribution [N, 5] where it draws a new goal: the
+    goal uniform over the `possible` cells [N, S], then the env oracle's rule (the first open
+    move one step closer; stay on the goal) in the maze of the walls seen so far
+    (wall_right, wall_up [N, S]), unseen walls taken as open. pos [N, 2] (x, y)."""
+    from icl_rl.envs.maze import grid_distances
+
+    n, s = possible.shape
+    if (possible.ndim != 2 or s != size * size or pos.shape != (n, 2)
+            or wall_right.shape != (n, s) or wall_up.shape != (n, s)):
+        raise IclRlError(f"maze_posterior_action_probs: need possible, wall_right, wall_up "
+                         f"[N, {size * size}] and pos [N, 2] for size {size}, got "
+                         f"{tuple(possible.shape)}, {tuple(wall_right.shape)}, "
+                         f"{tuple(wall_up.shape)}, {tuple(pos.shape)}")
+    weight = possible.float()
+    total = weight.sum(dim=1, keepdim=True)
+    if (total == 0).any():
+        raise IclRlError("maze_posterior_action_probs: a row rules out every cell; the history "
+                         "is not one of a single hidden goal (use dark_maze)")
+    pos = pos.long()
+    x, y = pos[:, 0], pos[:, 1]
+    here = x * size + y
+    # The cell each move leads to, walls seen around the agent applied [N, 5].
+    def wall(walls, cell):
+        return walls.gather(1, cell.clamp(min=0)[:, None])[:, 0]
+
+    blocked = torch.stack([torch.zeros_like(x, dtype=torch.bool),
+                           wall(wall_up, here) | (y == size - 1),
+                           wall(wall_up, here - 1) | (y == 0),
+                           wall(wall_right, here - size) | (x == 0),
+                           wall(wall_right, here) | (x == size - 1)], dim=1)
+    step = torch.tensor([0, 1, -1, -size, size], device=pos.device)
+    to = torch.where(blocked, here[:, None], here[:, None] + step)
+    dist = grid_distances(wall_right, wall_up, size, to)  # [N, 5 sources, S goals]
+    closer = dist[:, 1:] == dist[:, :1] - 1  # [N, 4, S]: the move brings the goal closer
+    first = closer.float().argmax(dim=1) + 1  # first such move, per goal
+    action = torch.where(dist[:, 0] == 0, 0, first)  # [N, S]; STAY on the goal
+    out = torch.zeros(n, 5, device=possible.device).scatter_add_(1, action, weight)
+    return out / total
+
+
+def maze_reference_probs(observations: Tensor, actions: Tensor, rewards: Tensor,
+                         dones: Tensor, size: int) -> Tensor:
+    """Posterior sampling's action distribution [N, T, 5] at every step of dark-maze histories
+    (observations [N, T, 6]; actions, rewards, dones [N, T]): the goal posterior exactly as in
+    Dark Room (a step that ends on a cell without reward rules it out; the blocked moves of the
+    step's cell are in its observation, so where it ended is known even at an episode's end),
+    and for each possible goal the oracle's move in the maze seen so far, unseen walls open.
+
+    The goal part is exact. The maze part is not a posterior sample: the randomized-Kruskal
+    prior over mazes has no closed-form posterior given some seen walls, so the reference
+    plans optimistically through what it has not seen (it equals the oracle's move once the
+    walls on the way are seen).
+    """
+    n, t = _check_grid_history("maze_reference_probs", observations, actions, rewards, dones, 6)
+    s = size * size
+    pos = observations[..., :2].long()
+    a = actions.long()
+    blocked = observations[..., 2:6].gather(2, (a - 1).clamp(min=0)[..., None])[..., 0] > 0.5
+    step = torch.tensor([[0, 0], [0, 1], [0, -1], [-1, 0], [1, 0]], device=pos.device)
+    moved = torch.where(((a == 0) | blocked)[..., None], pos, pos + step[a])
+    goal = _HiddenCell(_landed(pos, moved, dones, size), rewards > 0, torch.ones_like(dones), s)
+    wall_right, wall_up = maze_known_walls(observations, size)
+
+    def fill(now):
+        c = len(now)
+        return maze_posterior_action_probs(
+            goal.possible(now).reshape(n * c, s), pos[:, now].reshape(n * c, 2),
+            wall_right[:, now].reshape(n * c, s), wall_up[:, now].reshape(n * c, s),
+            size).view(n, c, 5)
+
+    return _by_chunks(n, t, 6 * s, fill, observations.device)
 
 
 # -- comparing action distributions ---------------------------------------------------------------

@@ -245,7 +245,7 @@ def test_goal_posterior_matches_the_learners_resampled_action(epsilon):
     patterns = torch.rand(groups, size * size, generator=gen) < 0.4
     patterns[0] = True  # the prior
     positions = torch.tensor([[2, 2], [0, 4], [3, 1], [4, 0]])
-    learner.possible = patterns.repeat_interleave(per, dim=0)
+    learner.goal.possible = patterns.repeat_interleave(per, dim=0)
     obs = positions.repeat_interleave(per, dim=0).float()
     actions = learner.act(obs)  # no target yet: every row draws one
     assert learner.resampled.all()
@@ -259,7 +259,7 @@ def test_goal_posterior_matches_the_learners_resampled_action(epsilon):
     # the next act keeps every (still possible) target: one-hot on the planned action
     learner.act(obs)
     assert not learner.resampled.any()
-    plan = env.toward(obs.long(), learner.cells[learner.target])
+    plan = env.toward(obs.long(), learner.cells[learner.goal.target])
     want = (1 - epsilon) * torch.nn.functional.one_hot(plan, 5).float() + epsilon / 5
     assert torch.equal(learner.action_probs(obs), want)
 
@@ -285,7 +285,7 @@ class RecordingPosteriorSampling(GoalPosteriorSampling):
         self.log = []
 
     def act(self, obs):
-        possible = self.possible.clone()
+        possible = self.goal.possible.clone()
         action = super().act(obs)
         self.log.append((possible, self.resampled.clone()))
         return action

@@ -40,6 +40,12 @@ class DarkKeyToDoor(GridWorld):
                             num_tasks=(size * size) ** 2, obs_levels=(size, size, 2))
 
     @property
+    def has_tractable_posterior(self) -> bool:
+        """Key and door are independent and uniform over the cells not ruled out
+        (`icl_rl.bayes.key_to_door_reference_probs`)."""
+        return True
+
+    @property
     def num_states(self) -> int:
         """Distinct (x, y, has_key) states: the key flag makes the tabular state Markov."""
         return 2 * self.size * self.size

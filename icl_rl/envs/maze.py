@@ -55,6 +55,13 @@ class DarkMaze(GridWorld):
         mazes-from-new-starts metric (eval.mazes) applies."""
         return True
 
+    @property
+    def has_tractable_posterior(self) -> bool:
+        """The goal's posterior is exact (uniform over the cells not ruled out); the maze's is
+        not, so the reference plans through unseen walls as open
+        (`icl_rl.bayes.maze_reference_probs`)."""
+        return True
+
     def goal_distances(self, tasks: Tensor) -> Tensor:
         """Maze distance [N, S] from every cell to each task's goal (resets this env)."""
         self.reset(tasks, torch.Generator().manual_seed(0))
@@ -119,24 +126,8 @@ class DarkMaze(GridWorld):
 
     def distances(self, wall_right: Tensor, wall_up: Tensor) -> Tensor:
         """Maze distance [N, S] from every cell to the goal: min-relaxation, all tasks at once."""
-        n, s, k = self.tasks.shape[0], self.num_states, self.size
-        # Cost of crossing each interior edge [N, x, y]: 1, or s (never shorter) through a wall.
-        up = torch.where(wall_up.reshape(n, k, k)[:, :, :-1], s, 1).int()  # (x, y) - (x, y + 1)
-        right = torch.where(wall_right.reshape(n, k, k)[:, :-1], s, 1).int()  # (x, y) - (x + 1, y)
-        dist = torch.full((n, s), s, dtype=torch.int32, device=self.tasks.device)  # s: unreached
-        dist[self.rows, self.goal()] = 0
-        # Relaxed in place through shifted slices of the [N, x, y] grid (cheaper than a gather of
-        # neighbours); updates made earlier in a sweep are used at once, which only speeds it up.
-        d = dist.view(n, k, k)
-        for _ in range(s - 1):  # a path through the grid has at most s - 1 steps
-            before = d.clone()
-            d[:, :, :-1] = torch.minimum(d[:, :, :-1], d[:, :, 1:] + up)  # via the cell above
-            d[:, :, 1:] = torch.minimum(d[:, :, 1:], d[:, :, :-1] + up)  # via the cell below
-            d[:, :-1] = torch.minimum(d[:, :-1], d[:, 1:] + right)  # via the cell to the right
-            d[:, 1:] = torch.minimum(d[:, 1:], d[:, :-1] + right)  # via the cell to the left
-            if torch.equal(before, d):  # converged (usually after about the maze's depth)
-                break
-        dist = dist.long()
+        s = self.num_states
+        dist = grid_distances(wall_right, wall_up, self.size, self.goal()[:, None])[:, 0]
         if bool((dist >= s).any()):
             bad = int((dist >= s).any(dim=1).nonzero()[0])
             raise IclRlError(f"{self.family}: task {bad} is not a connected maze: some cells "
@@ -179,3 +170,48 @@ class DarkMaze(GridWorld):
     def optimal_episode_return(self) -> Tensor:
         """Mean over start cells of the steps from the arrival on (the first, at the goal)."""
         return (self.episode_len - (self.dist - 1).clamp(min=0)).float().mean(dim=1)
+
+
+def grid_distances(wall_right: Tensor, wall_up: Tensor, size: int, sources: Tensor) -> Tensor:
+    """Shortest-path distance [G, M, S] from each of M source cells [G, M] (cell x * size + y)
+    to every cell of G grids with walls: wall_right, wall_up [G, S] bool per cell, x-major (the
+    edge to (x + 1, y) and to (x, y + 1); bits on the border are ignored). A cell no path
+    reaches gets S. Min-relaxation through shifted slices, all grids and sources at once."""
+    g, m, k = sources.shape[0], sources.shape[1], size
+    s = k * k
+    # Cost of crossing each interior edge [G, 1, x, y]: 1, or s (never shorter) through a wall.
+    up = torch.where(wall_up.reshape(g, 1, k, k)[..., :, :-1], s, 1).int()  # (x, y) - (x, y + 1)
+    right = torch.where(wall_right.reshape(g, 1, k, k)[..., :-1, :], s, 1).int()  # - (x + 1, y)
+    dist = torch.full((g, m, s), s, dtype=torch.int32, device=sources.device)  # s: unreached
+    dist.scatter_(2, sources.long()[..., None], 0)
+    # Relaxed in place through shifted slices of the [G, M, x, y] grid (cheaper than a gather of
+    # neighbours); updates made earlier in a sweep are used at once, which only speeds it up.
+    d = dist.view(g, m, k, k)
+    for _ in range(s - 1):  # a path through the grid has at most s - 1 steps
+        before = d.clone()
+        d[..., :-1] = torch.minimum(d[..., :-1], d[..., 1:] + up)  # via the cell above
+        d[..., 1:] = torch.minimum(d[..., 1:], d[..., :-1] + up)  # via the cell below
+        d[..., :-1, :] = torch.minimum(d[..., :-1, :], d[..., 1:, :] + right)  # via the right
+        d[..., 1:, :] = torch.minimum(d[..., 1:, :], d[..., :-1, :] + right)  # via the left
+        if torch.equal(before, d):  # converged (usually after about the maze's depth)
+            break
+    return dist.long()
+
+
+def seen_walls(obs: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """The walls one observation shows [M, S] x 2 (wall_right, wall_up per cell, as
+    `grid_distances` takes them) from observations [M, 6] (x, y, then whether up, down, left,
+    right are blocked): the four walls around the agent's cell, on the cells that store them."""
+    m, s = obs.shape[0], size * size
+    x, y = obs[:, 0].long(), obs[:, 1].long()
+    here = x * size + y
+    bits = obs[:, 2:6] > 0.5  # up, down, left, right
+    right = torch.zeros(m, s, dtype=torch.bool, device=obs.device)
+    up = torch.zeros_like(right)
+    rows = torch.arange(m, device=obs.device)
+    up[rows, here] = bits[:, 0]
+    right[rows, here] = bits[:, 3]
+    below, left = y > 0, x > 0  # the cell below / to the left stores the wall between
+    up[rows[below], here[below] - 1] = bits[below, 1]
+    right[rows[left], here[left] - size] = bits[left, 2]
+    return right, up

@@ -10,7 +10,12 @@ from icl_rl.errors import IclRlError
 from icl_rl.learners.bandits import UCB1, DirichletMix, EpsilonGreedy, Greedy, Thompson
 from icl_rl.learners.base import Learner, RandomAgent
 from icl_rl.learners.bayes import BayesOptimal
-from icl_rl.learners.posterior import GoalPosteriorSampling
+from icl_rl.learners.posterior import (
+    GoalPosteriorSampling,
+    KeyDoorPosteriorSampling,
+    MazePosteriorSampling,
+    PosteriorSampling,
+)
 from icl_rl.learners.ppo import PPO
 from icl_rl.learners.route import RouteReplay
 from icl_rl.learners.tabular import NoiseDistill, QLearning
@@ -25,7 +30,7 @@ LEARNERS: dict[str, type[Learner]] = {
     "dirichlet_mix": DirichletMix,
     "q_learning": QLearning,
     "noise_distill": NoiseDistill,
-    "posterior_sampling": GoalPosteriorSampling,
+    "posterior_sampling": PosteriorSampling,
     "ppo": PPO,
     "bayes_optimal": BayesOptimal,
     "two_step_mf": TwoStepModelFree,
@@ -74,5 +79,6 @@ def compatible_pairs() -> list[tuple[str, str]]:
 __all__ = ["compatible_pairs", "Agent", "Learner", "LEARNERS", "make_learner", "RandomAgent",
            "EpsilonGreedy", "Greedy", "UCB1", "Thompson", "DirichletMix", "QLearning",
            "NoiseDistill", "PPO",
-           "GoalPosteriorSampling", "BayesOptimal", "TwoStepModelFree", "TwoStepModelBased",
+           "PosteriorSampling", "GoalPosteriorSampling", "KeyDoorPosteriorSampling",
+           "MazePosteriorSampling", "BayesOptimal", "TwoStepModelFree", "TwoStepModelBased",
            "RouteReplay"]

@@ -1,0 +1,185 @@
+"""Posterior sampling on Dark Key-to-Door and dark mazes: the learners, their per-step
+references along recorded histories (icl_rl.bayes), and the divergence metric on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from eval.metrics import Context, policy_divergence
+from icl_rl.bayes import (
+    goal_posterior_action_probs,
+    key_to_door_reference_probs,
+    maze_known_walls,
+    maze_posterior_action_probs,
+    maze_reference_probs,
+)
+from icl_rl.envs import make_env
+from icl_rl.envs.maze import seen_walls
+from icl_rl.errors import IclRlError
+from icl_rl.learners import (
+    GoalPosteriorSampling,
+    KeyDoorPosteriorSampling,
+    MazePosteriorSampling,
+    make_learner,
+)
+from icl_rl.rollout import rollout
+
+
+def record(env, learner, n: int, steps: int, seed: int = 0):
+    tasks = env.sample_tasks(n, torch.Generator().manual_seed(seed))
+    return rollout(env, learner, tasks, steps, torch.Generator().manual_seed(seed + 1),
+                   torch.Generator().manual_seed(seed + 2), extras=("action_probs",))
+
+
+def test_the_registry_picks_the_sampler_for_the_env():
+    picks = {"dark_room": GoalPosteriorSampling, "dark_room_hard": GoalPosteriorSampling,
+             "dark_key_to_door": KeyDoorPosteriorSampling, "dark_maze": MazePosteriorSampling}
+    for name, cls in picks.items():
+        learner = make_learner("posterior_sampling", make_env(name), epsilon=0.1)
+        assert type(learner) is cls and learner.params.epsilon == 0.1
+    with pytest.raises(IclRlError, match="thompson"):
+        make_learner("posterior_sampling", make_env("bernoulli_bandit"))
+    with pytest.raises(IclRlError, match="picks the sampler"):
+        MazePosteriorSampling(make_env("dark_room"))
+    with pytest.raises(IclRlError, match="epsilon"):
+        make_learner("posterior_sampling", make_env("dark_maze"), epsilon=2.0)
+
+
+class RecordingKeyDoor(KeyDoorPosteriorSampling):
+    """Keeps, per act, the posterior of the phase it acted in and whether it drew a target."""
+
+    def reset(self, n, generator=None):
+        super().reset(n, generator)
+        self.log = []
+
+    def act(self, obs):
+        action = super().act(obs)
+        holding = obs[:, 2] > 0.5
+        possible = torch.where(holding[:, None], self.door.possible, self.key.possible)
+        self.log.append((possible.clone(), self.resampled.clone(), self.opened.clone()))
+        return action
+
+
+def test_key_to_door_reference_follows_the_learner():
+    env = make_env("dark_key_to_door", size=4, episode_len=12)
+    learner = RecordingKeyDoor(env, KeyDoorPosteriorSampling.Params(epsilon=0.3))
+    h = record(env, learner, 64, 120, seed=3)
+    ref = key_to_door_reference_probs(h.observations, h.actions, h.rewards, h.dones, env.size)
+    assert ref.shape == (64, 120, 5)
+    opened_any = False
+    for t, (possible, resampled, opened) in enumerate(learner.log):
+        want = goal_posterior_action_probs(possible, h.observations[:, t, :2].long(), env.size)
+        want[opened] = torch.tensor([1.0, 0, 0, 0, 0])  # the door paid: stay
+        opened_any |= bool(opened.any())
+        assert torch.allclose(ref[:, t], want, atol=1e-6), t
+        mixed = 0.7 * ref[resampled, t] + 0.3 / 5
+        assert torch.allclose(h.extras["action_probs"][resampled, t], mixed, atol=1e-6), t
+    assert opened_any and h.dones.any()
+    # keys and doors are found: the second reward of an episode is the door's
+    assert float(h.rewards.sum(1).mean()) > 2
+
+
+def test_key_to_door_sampler_finds_both_and_then_acts_like_the_oracle():
+    env = make_env("dark_key_to_door", size=5, episode_len=30)
+    h = record(env, make_learner("posterior_sampling", env), 128, 30 * 12, seed=5)
+    per_episode = h.rewards.view(128, 12, 30).sum(dim=2)
+    assert float(per_episode[:, 0].mean()) < 1.9  # it has to search first
+    assert float(per_episode[:, -3:].mean()) > 1.95  # then goes straight to both
+
+
+def test_maze_oracle_rule_with_every_wall_seen():
+    env = make_env("dark_maze", size=5, episode_len=24)
+    tasks = env.sample_tasks(16, torch.Generator().manual_seed(1))
+    env.reset(tasks, torch.Generator().manual_seed(2))
+    n, s = 16, 25
+    bits = tasks[:, 2:].reshape(n, s, 2) > 0.5
+    goal = torch.nn.functional.one_hot(env.goal(), s).bool()
+    for cell in range(s):
+        env.pos = env.grid[torch.full((n,), cell)]
+        probs = maze_posterior_action_probs(goal, env.pos, bits[..., 0], bits[..., 1], 5)
+        assert torch.equal(probs.argmax(dim=1), env.optimal_action()), cell
+        assert torch.equal(probs.max(dim=1).values, torch.ones(n))
+
+
+def test_seen_walls_are_the_mazes_own():
+    env = make_env("dark_maze", size=5, episode_len=24)
+    h = record(env, make_learner("random", env), 8, 600, seed=4)
+    right, up = maze_known_walls(h.observations, 5)
+    true = env.tasks[:, 2:].reshape(8, 25, 2) > 0.5
+    # what is seen is a wall of the maze, and a long random walk sees every interior wall
+    assert not (right[:, -1] & ~true[..., 0]).any() and not (up[:, -1] & ~true[..., 1]).any()
+    interior_r = torch.arange(25) < 20  # x < 4
+    interior_u = torch.arange(25) % 5 < 4  # y < 4
+    assert torch.equal(right[:, -1, interior_r], true[:, interior_r, 0])
+    assert torch.equal(up[:, -1, interior_u], true[:, interior_u, 1])
+    # knowledge only grows
+    assert (right[:, 1:] >= right[:, :-1]).all()
+    one_r, one_u = seen_walls(h.observations[:, 0], 5)
+    assert torch.equal(one_r, right[:, 0]) and torch.equal(one_u, up[:, 0])
+
+
+class RecordingMaze(MazePosteriorSampling):
+    def reset(self, n, generator=None):
+        super().reset(n, generator)
+        self.log = []
+
+    def act(self, obs):
+        action = super().act(obs)
+        self.log.append((self.goal.possible.clone(), self.resampled.clone(),
+                         self.wall_right.clone(), self.wall_up.clone()))
+        return action
+
+
+def test_maze_reference_follows_the_learner():
+    env = make_env("dark_maze", size=4, episode_len=15)
+    learner = RecordingMaze(env, MazePosteriorSampling.Params(epsilon=0.3))
+    h = record(env, learner, 48, 90, seed=7)
+    ref = maze_reference_probs(h.observations, h.actions, h.rewards, h.dones, env.size)
+    assert ref.shape == (48, 90, 5)
+    assert h.rewards.sum() > 0 and h.dones.any()
+    right, up = maze_known_walls(h.observations, env.size)
+    for t, (possible, resampled, wr, wu) in enumerate(learner.log):
+        assert torch.equal(wr, right[:, t]) and torch.equal(wu, up[:, t]), t
+        want = maze_posterior_action_probs(possible, h.observations[:, t, :2], wr, wu,
+                                           env.size)
+        assert torch.allclose(ref[:, t], want, atol=1e-6), t
+        mixed = 0.7 * ref[resampled, t] + 0.3 / 5
+        assert torch.allclose(h.extras["action_probs"][resampled, t], mixed, atol=1e-6), t
+
+
+def test_maze_sampler_learns_the_maze_in_context():
+    env = make_env("dark_maze", size=5, episode_len=24)
+    h = record(env, make_learner("posterior_sampling", env), 128, 24 * 10, seed=9)
+    per_episode = h.rewards.view(128, 10, 24).sum(dim=2)
+    oracle = float(env.optimal_episode_return().mean())
+    assert float(per_episode[:, 0].mean()) < 0.6 * oracle
+    assert float(per_episode[:, -3:].mean()) > 0.85 * oracle
+
+
+@pytest.mark.parametrize(("env_name", "params"), [
+    ("dark_key_to_door", {"size": 5, "episode_len": 20}),
+    ("dark_maze", {"size": 5, "episode_len": 24}),
+])
+def test_divergence_on_key_to_door_and_mazes(env_name, params):
+    env = make_env(env_name, **params)
+    assert env.has_tractable_posterior
+    ctx = Context(env, np.ones(32), 5, 100)
+    ps = policy_divergence(record(env, make_learner("posterior_sampling", env), 32, 100), ctx)
+    rnd = policy_divergence(record(env, make_learner("random", env), 32, 100), ctx)
+    assert len(ps["kl_to_ps_curve"]) == 100
+    assert rnd["kl_to_ps"] > 1.0 and rnd["kl_to_ps"] > 5 * ps["kl_to_ps"]
+
+
+def test_reference_shapes_are_checked():
+    with pytest.raises(IclRlError, match=r"observations \[N, T, 6\]"):
+        maze_reference_probs(torch.zeros(2, 5, 2), torch.zeros(2, 5, dtype=torch.long),
+                             torch.zeros(2, 5), torch.zeros(2, 5, dtype=torch.bool), 4)
+    with pytest.raises(IclRlError, match=r"observations \[N, T, 3\]"):
+        key_to_door_reference_probs(torch.zeros(2, 5, 2), torch.zeros(2, 5, dtype=torch.long),
+                                    torch.zeros(2, 5), torch.zeros(2, 5, dtype=torch.bool), 4)
+    with pytest.raises(IclRlError, match="rules out every cell"):
+        maze_posterior_action_probs(torch.zeros(1, 16, dtype=torch.bool), torch.zeros(1, 2),
+                                    torch.zeros(1, 16, dtype=torch.bool),
+                                    torch.zeros(1, 16, dtype=torch.bool), 4)
