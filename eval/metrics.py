@@ -443,9 +443,10 @@ def plot_divergence(ax, results: dict) -> None:
 DIVERGENCE_NOTE = """
 KL and TV compare, at every step of an agent's own trajectory, the distribution it drew its
 action from with posterior sampling's given the same history (Bandits: P(arm is best | history),
-exactly; Dark Room: the share of still-possible goals each action heads for). TV to the source
-is to the distribution the source learner would act with, fed the agent's own history. Agents
-that do not report their action distribution have no entry."""
+exactly; dark gridworlds: the share of still-possible goals, keys or doors each action heads
+for, a fresh draw at every step; in mazes through the walls seen so far, unseen walls open).
+TV to the source is to the distribution the source learner would act with, fed the agent's own
+history. Agents that do not report their action distribution have no entry."""
 
 
 def searches(env: Env) -> bool:
