@@ -59,3 +59,27 @@ def test_every_sweep_file_plans(monkeypatch):
     for path in sorted((CONFIGS / "sweeps").glob("*.yaml")):
         out, variants = plan(SweepConfig(sweep=str(path)))
         assert variants and str(out).startswith("runs/sweeps/")
+
+
+def test_every_stage_file_parses_and_validates():
+    """Every generate*, train* and eval* file of every command set, the named variants too."""
+    kinds = {"generate": (GenerateConfig, validate_generate),
+             "train": (TrainConfig, validate_train), "eval": (EvalConfig, validate_eval)}
+    seen = 0
+    for path in sorted(CONFIGS.glob("*/*.yaml")):
+        kind = path.stem.split("_")[0]
+        if path.parent.name == "sweeps" or kind not in kinds:
+            continue
+        cls, validate = kinds[kind]
+        validate(parse_config(cls, ["--config", str(path)]))
+        seen += 1
+    assert seen > 30
+
+
+def test_the_long_dpt_recipe_chains():
+    folder = CONFIGS / "dpt_bandit"
+    gen = parse_config(GenerateConfig, ["--config", str(folder / "generate_rollin_100k.yaml")])
+    train = parse_config(TrainConfig, ["--config", str(folder / "train_dpt_long.yaml")])
+    ev = parse_config(EvalConfig, ["--config", str(folder / "eval_dpt_long.yaml")])
+    assert train.dataset == gen.out == ev.dataset and ev.model == f"{train.out}/model"
+    assert gen.num_histories == 100_000 and train.max_steps == 12_000
