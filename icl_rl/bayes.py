@@ -787,7 +787,8 @@ def goal_posterior_action_probs(possible: Tensor, pos: Tensor, size: int) -> Ten
 def _check_grid_history(owner: str, observations: Tensor, actions: Tensor, rewards: Tensor,
                         dones: Tensor, obs_dim: int) -> tuple[int, int]:
     n, t = actions.shape
-    if (observations.shape != (n, t, obs_dim) or rewards.shape != (n, t)
+    if (observations.ndim != 3 or observations.shape[:2] != (n, t)
+            or observations.shape[2] < obs_dim or rewards.shape != (n, t)
             or dones.shape != (n, t)):
         raise IclRlError(f"{owner}: need observations [N, T, {obs_dim}] and actions, rewards, "
                          f"dones [N, T], got {tuple(observations.shape)}, {tuple(actions.shape)}, "
@@ -850,7 +851,7 @@ def darkroom_reference_probs(observations: Tensor, actions: Tensor, rewards: Ten
                                2)
     grid = GridWorld(size, 1)  # for its move() rule only
     s = size * size
-    pos = observations.long()  # [N, T, 2]
+    pos = observations[..., :2].long()  # [N, T, 2]
     moved = grid.move(pos.reshape(-1, 2), actions.reshape(-1)).view(n, t, 2)
     goal = _HiddenCell(_landed(pos, moved, dones, size), rewards > 0,
                        torch.ones_like(dones), s)
@@ -914,7 +915,7 @@ def maze_known_walls(observations: Tensor, size: int) -> tuple[Tensor, Tensor]:
     from icl_rl.envs.maze import seen_walls
 
     n, t = observations.shape[:2]
-    right, up = seen_walls(observations.reshape(n * t, 6), size)
+    right, up = seen_walls(observations[..., :6].reshape(n * t, 6), size)
     return (right.view(n, t, -1).cummax(dim=1).values, up.view(n, t, -1).cummax(dim=1).values)
 
 
