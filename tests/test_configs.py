@@ -83,3 +83,8 @@ def test_the_long_dpt_recipe_chains():
     ev = parse_config(EvalConfig, ["--config", str(folder / "eval_dpt_long.yaml")])
     assert train.dataset == gen.out == ev.dataset and ev.model == f"{train.out}/model"
     assert gen.num_histories == 100_000 and train.max_steps == 12_000
+    folder = CONFIGS / "dpt_darkroom"
+    gen = parse_config(GenerateConfig, ["--config", str(folder / "generate_100k.yaml")])
+    train = parse_config(TrainConfig, ["--config", str(folder / "train_long.yaml")])
+    ev = parse_config(EvalConfig, ["--config", str(folder / "eval_long.yaml")])
+    assert train.dataset == gen.out == ev.dataset and ev.model == f"{train.out}/model"

@@ -183,3 +183,21 @@ def test_reference_shapes_are_checked():
         maze_posterior_action_probs(torch.zeros(1, 16, dtype=torch.bool), torch.zeros(1, 2),
                                     torch.zeros(1, 16, dtype=torch.bool),
                                     torch.zeros(1, 16, dtype=torch.bool), 4)
+
+
+@pytest.mark.parametrize(("env_name", "params"), [
+    ("dark_room", {"size": 5, "episode_len": 10}),
+    ("dark_room_hard", {"size": 5, "episode_len": 10}),
+    ("dark_key_to_door", {"size": 5, "episode_len": 20}),
+    ("dark_maze", {"size": 5, "episode_len": 24}),
+])
+def test_per_step_sampler_is_the_reference(env_name, params):
+    """Drawing a new cell at every step, the sampler acts with the reference's distribution."""
+    env = make_env(env_name, **params)
+    learner = make_learner("posterior_sampling", env, per_step=True)
+    h = record(env, learner, 32, 120, seed=11)
+    div = policy_divergence(h, Context(env, np.ones(32), 5, 120))
+    assert div["kl_to_ps"] < 1e-4 and div["tv_to_ps"] < 1e-5
+    kept = policy_divergence(record(env, make_learner("posterior_sampling", env), 32, 120,
+                                    seed=11), Context(env, np.ones(32), 5, 120))
+    assert kept["kl_to_ps"] > 0.01  # keeping a drawn cell is not the per-step reference

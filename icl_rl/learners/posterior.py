@@ -40,6 +40,11 @@ class PosteriorSamplingParams(LearnerParams):
 
     epsilon: float = 0.0
     """Probability of a uniformly random action instead of the planned one."""
+    per_step: bool = False
+    """Draw a new cell at every step instead of keeping the drawn one until it is ruled out:
+    then every action is drawn from the posterior predictive of the oracle's move, the
+    `policy_divergence` reference (and the policy a model that matches that reference
+    step by step acts with)."""
 
 
 class HiddenCellBelief:
@@ -55,12 +60,13 @@ class HiddenCellBelief:
         self.target = torch.full((n,), -1, dtype=torch.long)
         self.rows = torch.arange(n)
 
-    def retarget(self, u: Tensor, active: Tensor | bool = True) -> Tensor:
-        """Draw a new target where the current one is missing or ruled out (only in `active`
-        rows), uniform among the possible cells by the uniforms u [N, S]; the rows redrawn [N]."""
+    def retarget(self, u: Tensor, active: Tensor | bool = True, always: bool = False) -> Tensor:
+        """Draw a new target where the current one is missing or ruled out (`always`: in every
+        row), only in `active` rows, uniform among the possible cells by the uniforms u [N, S];
+        the rows redrawn [N]."""
         candidate = torch.where(self.possible, u, -1.0).argmax(dim=1)
         stale = (self.target < 0) | ~self.possible[self.rows, self.target.clamp(min=0)]
-        stale &= active
+        stale = (stale | always) & active
         self.target = torch.where(stale, candidate, self.target)
         return stale
 
@@ -134,7 +140,7 @@ class GoalPosteriorSampling(PosteriorSampling):
     def act(self, obs: Tensor) -> Tensor:
         """Walk toward the sampled goal; resample it once it is ruled out."""
         u = rng.rand(self.generator, self.goal.possible.shape)
-        self.resampled = self.goal.retarget(u)
+        self.resampled = self.goal.retarget(u, always=self.params.per_step)
         plan = self.env.toward(obs.long(), self.cells[self.goal.target])
         return self.explore(plan, self.params.epsilon)
 
@@ -189,8 +195,9 @@ class KeyDoorPosteriorSampling(PosteriorSampling):
         """Toward the key's target, then the door's; resample a ruled-out target."""
         u = rng.rand(self.generator, self.key.possible.shape)
         holding = obs[:, 2].cpu() > 0.5
-        self.resampled = (self.key.retarget(u, ~holding)
-                          | self.door.retarget(u, holding & ~self.opened))
+        always = self.params.per_step
+        self.resampled = (self.key.retarget(u, ~holding, always)
+                          | self.door.retarget(u, holding & ~self.opened, always))
         return self.explore(self.plan(obs)[0], self.params.epsilon)
 
     def action_probs(self, obs: Tensor) -> Tensor:
@@ -253,7 +260,7 @@ class MazePosteriorSampling(PosteriorSampling):
         self.wall_right |= right
         self.wall_up |= up
         u = rng.rand(self.generator, self.goal.possible.shape)
-        self.resampled = self.goal.retarget(u)
+        self.resampled = self.goal.retarget(u, always=self.params.per_step)
         onehot = torch.nn.functional.one_hot(self.goal.target, self.size * self.size).bool()
         self.planned = self.distribution(onehot, obs).argmax(dim=1)
         return self.explore(self.planned, self.params.epsilon)
