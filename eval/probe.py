@@ -11,8 +11,10 @@ computed from the history:
 
 - bandits (Bernoulli: Beta(1, 1) priors; Gaussian: the env's Normal prior): the posterior mean
   of every arm, the entropy of the posterior over which arm is best, the true arm means;
-- Dark Room: the goal posterior (probability of each cell: uniform over the cells the history
-  has not ruled out), whether the goal has been found, and the true goal cell.
+- the dark gridworlds, for each hidden cell (Dark Room / Hard and mazes: the goal;
+  Key-to-Door: the key and the door): its posterior (probability of each cell: uniform over
+  the cells the history has not ruled out, `icl_rl.bayes.hidden_cell_posteriors`), whether it
+  has been found, and the true cell.
 
 Evaluation is split by task, never by step: 5-fold cross-validation over tasks
 (`GroupKFold`), every task's rows predicted by a probe that never saw that task. R^2 (or
@@ -44,7 +46,7 @@ def targets_for(env, h, keep: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
     """Probe targets at the kept steps [S] of histories h: name -> (values [N, S, m], kind)
     with kind "regression" or "classification" (m = 1, integer labels)."""
     from icl_rl import bayes
-    from icl_rl.envs import BernoulliBandit, DarkRoom, GaussianBandit
+    from icl_rl.envs import BernoulliBandit, GaussianBandit
 
     n, t = h.actions.shape
     keep_t = torch.as_tensor(keep)
@@ -71,33 +73,21 @@ def targets_for(env, h, keep: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
         out["best_arm_entropy"] = (-(best * np.log(best)).sum(-1, keepdims=True), "regression")
         out["true_means"] = (h.tasks.double()[:, None].expand(n, len(keep), k).numpy(),
                              "regression")
-    elif isinstance(env, DarkRoom):
-        size = env.size
-        cells = env.num_states
-        obs = h.observations.long()
-        landed = torch.cat([obs[:, 1:], obs[:, -1:]], dim=1)  # where step t ended
-        moved = env.move(obs.reshape(-1, 2), h.actions.reshape(-1)).reshape(n, t, 2)
-        landed = torch.where(h.dones[..., None], moved, landed)
-        idx = landed[..., 0] * size + landed[..., 1]  # [N, T]
-        found = (h.rewards > 0).long().cummax(dim=1).values  # found by the end of step t
-        visited = torch.nn.functional.one_hot(idx, cells).cummax(dim=1).values.bool()
-        # before step t: shift by one
-        visited = torch.cat([torch.zeros_like(visited[:, :1]), visited[:, :-1]], dim=1)
-        found = torch.cat([torch.zeros_like(found[:, :1]), found[:, :-1]], dim=1)
-        goal = (h.tasks[:, 0] * size + h.tasks[:, 1]).long()
-        # before the goal is found every landing was unrewarded, so it ruled its cell out (the
-        # goal itself is never among them); once found, the posterior is the goal
-        known = found[:, keep_t, None].bool()
-        unseen = (~visited[:, keep_t]).double()
-        post = torch.where(known, torch.nn.functional.one_hot(goal, cells)[:, None].double(),
-                           unseen / unseen.sum(-1, keepdim=True))
-        out["goal_posterior"] = (post.numpy(), "regression")
-        out["goal_found"] = (found[:, keep_t, None].numpy(), "classification")
-        out["true_goal"] = (h.tasks.double()[:, None].expand(n, len(keep), 2).numpy(),
-                            "regression")
+    elif posteriors := bayes.hidden_cell_posteriors(env, h.tasks, h.observations, h.actions,
+                                                     h.rewards, h.dones):
+        for name, (posterior, true) in posteriors.items():
+            # before step t (the model's state at t has seen the steps before it)
+            possible = posterior.possible(keep_t).double()
+            out[f"{name}_posterior"] = ((possible / possible.sum(-1, keepdim=True)).numpy(),
+                                        "regression")
+            out[f"{name}_found"] = (posterior.known(keep_t)[..., None].long().numpy(),
+                                    "classification")
+            xy = torch.stack([true // env.size, true % env.size], dim=1).double()
+            out[f"true_{name}"] = (xy[:, None].expand(n, len(keep), 2).numpy(), "regression")
     else:
         raise IclRlError(f"icl-rl probe: no posterior targets for {env.spec.name}; probes "
-                         "exist for bernoulli_bandit, gaussian_bandit, dark_room, dark_room_hard")
+                         "exist for bernoulli_bandit, gaussian_bandit, dark_room, "
+                         "dark_room_hard, dark_key_to_door, dark_maze")
     return out
 
 

@@ -804,11 +804,12 @@ def _landed(pos: Tensor, moved: Tensor, dones: Tensor, size: int) -> Tensor:
     return landed[..., 0] * size + landed[..., 1]
 
 
-class _HiddenCell:
-    """The posterior over one hidden cell, uniform over the cells no informative step has ruled
-    out: a step counts (`informative` [N, T]) where landing on the cell would have paid; it
-    rules out the cell it ended on, or, paid, reveals it. possible(now) [N, C, S] is the
-    posterior before each step of `now` [C]."""
+class HiddenCellPosterior:
+    """The posterior over one hidden cell along histories, uniform over the cells no
+    informative step has ruled out: a step counts (`informative` [N, T]) where landing on the
+    cell would have paid; it rules out the cell it ended on (`cell` [N, T]), or, paid
+    (`paid` [N, T]), reveals it. possible(now) [N, C, S] and known(now) [N, C] are the posterior
+    and whether the cell is revealed, before each step of `now` [C]."""
 
     def __init__(self, cell: Tensor, paid: Tensor, informative: Tensor, num_cells: int) -> None:
         n, t = cell.shape
@@ -820,10 +821,14 @@ class _HiddenCell:
         found = cell.gather(1, self.first_paid.clamp(max=t - 1)[:, None])[:, 0]
         self.found = torch.nn.functional.one_hot(found, num_cells).bool()  # [N, S]
 
+    def known(self, now: Tensor) -> Tensor:
+        """Whether a paid step revealed the cell before each step of `now` [N, C]."""
+        return self.first_paid[:, None] < now[None, :]
+
     def possible(self, now: Tensor) -> Tensor:
-        unseen = self.first[:, None, :] >= now[None, :, None]  # not ruled out before the step
-        known = (self.first_paid[:, None] < now[None, :])[..., None]
-        return torch.where(known, self.found[:, None, :], unseen)
+        """The cells not ruled out before each step of `now` [N, C, S] (bool)."""
+        unseen = self.first[:, None, :] >= now[None, :, None]
+        return torch.where(self.known(now)[..., None], self.found[:, None, :], unseen)
 
 
 def _by_chunks(n: int, t: int, s: int, fill: Callable[[Tensor], Tensor],
@@ -835,6 +840,80 @@ def _by_chunks(n: int, t: int, s: int, fill: Callable[[Tensor], Tensor],
         now = torch.arange(start, min(t, start + chunk), device=device)
         out[:, start:start + len(now)] = fill(now)
     return out
+
+
+def darkroom_goal_posterior(observations: Tensor, actions: Tensor, rewards: Tensor,
+                            dones: Tensor, size: int) -> HiddenCellPosterior:
+    """The goal's posterior along Dark Room (Hard) histories: every step is informative."""
+    n, t = actions.shape
+    pos = observations[..., :2].long()
+    moved = GridWorld(size, 1).move(pos.reshape(-1, 2), actions.reshape(-1)).view(n, t, 2)
+    return HiddenCellPosterior(_landed(pos, moved, dones, size), rewards > 0,
+                               torch.ones_like(dones), size * size)
+
+
+def key_to_door_posteriors(observations: Tensor, actions: Tensor, rewards: Tensor,
+                           dones: Tensor, size: int
+                           ) -> tuple[HiddenCellPosterior, HiddenCellPosterior, Tensor, Tensor]:
+    """(key's posterior, door's posterior, holds the key before each step [N, T], the door paid
+    earlier in the step's episode [N, T]) along Dark Key-to-Door histories."""
+    n, t = actions.shape
+    dev = observations.device
+    pos = observations[..., :2].long()
+    holding = observations[..., 2] > 0.5  # before the step
+    moved = GridWorld(size, 1).move(pos.reshape(-1, 2), actions.reshape(-1)).view(n, t, 2)
+    cell, paid = _landed(pos, moved, dones, size), rewards > 0
+    # Whether the door paid earlier in the step's episode: door payments so far, less those
+    # made before the episode began.
+    door_paid = (holding & paid).long()
+    before = door_paid.cumsum(dim=1) - door_paid  # door payments before each step
+    begins = torch.zeros_like(dones)
+    begins[:, 1:] = dones[:, :-1]
+    begins[:, 0] = True
+    steps = torch.arange(t, device=dev).expand(n, t)
+    episode_start = torch.where(begins, steps, 0).cummax(dim=1).values
+    opened = before > before.gather(1, episode_start)
+    s = size * size
+    return (HiddenCellPosterior(cell, paid, ~holding, s),
+            HiddenCellPosterior(cell, paid, holding & ~opened, s), holding, opened)
+
+
+def maze_goal_posterior(observations: Tensor, actions: Tensor, rewards: Tensor, dones: Tensor,
+                        size: int) -> HiddenCellPosterior:
+    """The goal's posterior along dark-maze histories: every step is informative; a step's
+    blocked moves are in its observation, so where it ended is known even at an episode's end."""
+    pos = observations[..., :2].long()
+    a = actions.long()
+    blocked = observations[..., 2:6].gather(2, (a - 1).clamp(min=0)[..., None])[..., 0] > 0.5
+    step = torch.tensor([[0, 0], [0, 1], [0, -1], [-1, 0], [1, 0]], device=pos.device)
+    moved = torch.where(((a == 0) | blocked)[..., None], pos, pos + step[a])
+    return HiddenCellPosterior(_landed(pos, moved, dones, size), rewards > 0,
+                               torch.ones_like(dones), size * size)
+
+
+def hidden_cell_posteriors(env, tasks: Tensor, observations: Tensor, actions: Tensor,
+                           rewards: Tensor, dones: Tensor
+                           ) -> dict[str, tuple[HiddenCellPosterior, Tensor]]:
+    """name -> (its posterior along the histories, the true cell [N]) for every hidden cell of
+    a dark gridworld env (Dark Room / Hard: goal; Key-to-Door: key, door; mazes: goal), given
+    the histories' tasks [N, ...]; {} for other envs."""
+    from icl_rl.envs import DarkKeyToDoor, DarkMaze, DarkRoom
+
+    size = getattr(env, "size", 0)
+    tasks = tasks.long()
+
+    def cell(xy):
+        return xy[:, 0] * size + xy[:, 1]
+
+    history = (observations, actions, rewards, dones, size)
+    if isinstance(env, DarkRoom):
+        return {"goal": (darkroom_goal_posterior(*history), cell(tasks[:, :2]))}
+    if isinstance(env, DarkKeyToDoor):
+        key, door, _, _ = key_to_door_posteriors(*history)
+        return {"key": (key, cell(tasks[:, :2])), "door": (door, cell(tasks[:, 2:4]))}
+    if isinstance(env, DarkMaze):
+        return {"goal": (maze_goal_posterior(*history), cell(tasks[:, :2]))}
+    return {}
 
 
 def darkroom_reference_probs(observations: Tensor, actions: Tensor, rewards: Tensor,
@@ -849,12 +928,9 @@ def darkroom_reference_probs(observations: Tensor, actions: Tensor, rewards: Ten
     """
     n, t = _check_grid_history("darkroom_reference_probs", observations, actions, rewards, dones,
                                2)
-    grid = GridWorld(size, 1)  # for its move() rule only
     s = size * size
     pos = observations[..., :2].long()  # [N, T, 2]
-    moved = grid.move(pos.reshape(-1, 2), actions.reshape(-1)).view(n, t, 2)
-    goal = _HiddenCell(_landed(pos, moved, dones, size), rewards > 0,
-                       torch.ones_like(dones), s)
+    goal = darkroom_goal_posterior(observations, actions, rewards, dones, size)
 
     def fill(now):
         c = len(now)
@@ -877,24 +953,10 @@ def key_to_door_reference_probs(observations: Tensor, actions: Tensor, rewards: 
     """
     n, t = _check_grid_history("key_to_door_reference_probs", observations, actions, rewards,
                                dones, 3)
-    grid = GridWorld(size, 1)
     s, dev = size * size, observations.device
     pos = observations[..., :2].long()
-    holding = observations[..., 2] > 0.5  # before the step
-    moved = grid.move(pos.reshape(-1, 2), actions.reshape(-1)).view(n, t, 2)
-    cell, paid = _landed(pos, moved, dones, size), rewards > 0
-    # Whether the door paid earlier in the step's episode: door payments so far, less those
-    # made before the episode began.
-    door_paid = (holding & paid).long()
-    before = door_paid.cumsum(dim=1) - door_paid  # door payments before each step
-    begins = torch.zeros_like(dones)
-    begins[:, 1:] = dones[:, :-1]
-    begins[:, 0] = True
-    steps = torch.arange(t, device=dev).expand(n, t)
-    episode_start = torch.where(begins, steps, 0).cummax(dim=1).values
-    opened = before > before.gather(1, episode_start)
-    key = _HiddenCell(cell, paid, ~holding, s)
-    door = _HiddenCell(cell, paid, holding & ~opened, s)
+    key, door, holding, opened = key_to_door_posteriors(observations, actions, rewards, dones,
+                                                        size)
 
     def fill(now):
         c = len(now)
@@ -977,11 +1039,7 @@ def maze_reference_probs(observations: Tensor, actions: Tensor, rewards: Tensor,
     n, t = _check_grid_history("maze_reference_probs", observations, actions, rewards, dones, 6)
     s = size * size
     pos = observations[..., :2].long()
-    a = actions.long()
-    blocked = observations[..., 2:6].gather(2, (a - 1).clamp(min=0)[..., None])[..., 0] > 0.5
-    step = torch.tensor([[0, 0], [0, 1], [0, -1], [-1, 0], [1, 0]], device=pos.device)
-    moved = torch.where(((a == 0) | blocked)[..., None], pos, pos + step[a])
-    goal = _HiddenCell(_landed(pos, moved, dones, size), rewards > 0, torch.ones_like(dones), s)
+    goal = maze_goal_posterior(observations, actions, rewards, dones, size)
     wall_right, wall_up = maze_known_walls(observations, size)
 
     def fill(now):

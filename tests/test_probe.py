@@ -60,6 +60,29 @@ def test_dark_room_goal_posterior():
     assert found[:, -1].all() and not found[:, 0].any()  # the searcher finds every goal
 
 
+@pytest.mark.parametrize(("env_name", "cells"), [("dark_key_to_door", ("key", "door")),
+                                                  ("dark_maze", ("goal",))])
+def test_key_door_and_maze_posteriors(env_name, cells):
+    env = make_env(env_name, size=5, episode_len=24)
+    h = histories(env, "posterior_sampling", 8, 240)
+    keep = np.arange(0, 240, 8)
+    t = targets_for(env, h, keep)
+    assert set(t) == {f"{p}{c}{q}" for c in cells
+                      for p, q in (("", "_posterior"), ("", "_found"), ("true_", ""))}
+    for i, c in enumerate(cells):
+        post, found = t[f"{c}_posterior"][0], t[f"{c}_found"][0][..., 0]
+        xy = h.tasks[:, 2 * i:2 * i + 2].long()
+        true = (xy[:, 0] * 5 + xy[:, 1]).numpy()
+        assert np.allclose(post.sum(-1), 1)
+        on_true = post[np.arange(8), :, true]  # [tasks, kept]
+        assert (on_true > 0).all()  # the true cell is never ruled out
+        assert np.allclose(on_true[found == 1], 1)  # and is certain once found
+        assert found[:, -1].all() and not found[:, 0].any()
+        assert np.allclose(t[f"true_{c}"][0][:, 0], xy.numpy())
+    if env_name == "dark_key_to_door":  # the door is found after the key
+        assert (t["door_found"][0] <= t["key_found"][0]).all()
+
+
 def test_probe_scores_separate_signal_from_noise():
     rng = np.random.default_rng(0)
     y = rng.normal(size=(40, 10, 2))
