@@ -59,6 +59,9 @@ class Column:
     """Keys of an agent's results the cell reads: the cell is empty when one is missing."""
     cell: Callable[[dict, int], str]
     """(agent's results, k) -> the cell's text."""
+    optional: bool = False
+    """Left out of a table where no agent has its numbers (e.g. the TV to the Bayes-optimal
+    policy, computed only where that policy is exact). Notes must not count on its place."""
 
     def title(self, k: int | str) -> str:
         """The header with k filled in."""
@@ -67,6 +70,14 @@ class Column:
     def render(self, agent: dict, k: int) -> str:
         """The cell for one agent; "" when the agent has no numbers for it."""
         return self.cell(agent, k) if all(key in agent for key in self.keys) else ""
+
+
+def shown_columns(columns, agents) -> list[Column]:
+    """The columns a table shows for these agents' results (dicts): all, less the optional ones
+    no agent has numbers for."""
+    agents = list(agents)
+    return [c for c in columns
+            if not c.optional or any(all(key in a for key in c.keys) for a in agents)]
 
 
 @dataclass(frozen=True)
@@ -511,10 +522,11 @@ for _metric in (
                     Column("TV to posterior sampling", ("tv_to_ps",),
                            lambda a, k: f"{a['tv_to_ps']:.3f}"),
                     Column("TV to Bayes-optimal", ("tv_to_bayes_optimal",),
-                           lambda a, k: f"{a['tv_to_bayes_optimal']:.3f}"),
+                           lambda a, k: f"{a['tv_to_bayes_optimal']:.3f}", optional=True),
                     Column("TV to the source's policy (95% CI)",
                            ("tv_to_source", "tv_to_source_ci95"),
-                           lambda a, k: f"{a['tv_to_source']:.3f} ± {a['tv_to_source_ci95']:.3f}")),
+                           lambda a, k: f"{a['tv_to_source']:.3f} ± {a['tv_to_source_ci95']:.3f}",
+                           optional=True)),
            summary=("kl_to_ps", "kl_to_ps_ci95", "tv_to_ps", "tv_to_bayes_optimal",
                     "tv_to_source"),
            series=(Series("kl_to_ps_curve", "KL to posterior sampling", "step"),),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eval.metrics import Metric, metrics_of
+from eval.metrics import Metric, metrics_of, shown_columns
 from eval.offline import offline_table
 from eval.world_model import thinking_time_table
 from icl_rl.model_card import add_evaluation
@@ -17,7 +17,8 @@ def agents_table(results: dict, metrics: list[Metric] | None = None) -> str:
     show right after it (e.g. regret ratios)."""
     metrics = metrics_of(results) if metrics is None else metrics
     k = results["improvement_k"]
-    columns = [c for m in metrics for c in m.columns]
+    columns = shown_columns([c for m in metrics for c in m.columns],
+                            results["agents"].values())
     lines = ["| agent | " + " | ".join(c.title(k) for c in columns) + " |",
              "|---" * (1 + len(columns)) + "|"]
     for name, a in results["agents"].items():

@@ -35,7 +35,7 @@ from data_gen.generate import validate as validate_generate
 from eval.evaluate import EvalConfig
 from eval.evaluate import main as evaluate
 from eval.evaluate import validate as validate_eval
-from eval.metrics import metrics_of, registered_metrics
+from eval.metrics import metrics_of, registered_metrics, shown_columns
 from icl_rl.config import as_list, parse_config
 from icl_rl.errors import IclRlError
 from icl_rl.io import atomic_write_text
@@ -311,12 +311,13 @@ def summary_table(summary: dict) -> str:
         if not rows:
             continue
         loss = ["held-out loss"] if agent == "model" else []
-        head = ["variant", *loss, *(c.title("k") for c in columns)]
+        shown = shown_columns(columns, (r["agents"][agent] for r in rows.values()))
+        head = ["variant", *loss, *(c.title("k") for c in shown)]
         lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         for name, row in rows.items():
             a = row["agents"].get(agent, {})
             loss = [_fmt(row["final_eval_loss"])] if agent == "model" else []
-            cells = [name, *loss, *(c.render(a, row["improvement_k"]) for c in columns)]
+            cells = [name, *loss, *(c.render(a, row["improvement_k"]) for c in shown)]
             lines.append("| " + " | ".join(cells) + " |")
         parts.append(f"{title} (k: the episodes averaged at each end):\n\n" + "\n".join(lines)
                      + "\n")

@@ -199,3 +199,25 @@ def test_report_of_older_results_uses_the_envs_metrics():
     text = report(results)
     assert "| model | 0.100 | 0.900 | +0.800 ± 0.100 | 90.0% | not reached |  |  |" in text
     assert "cumulative regret" not in text and "The last two columns" in text
+
+
+def test_optional_columns_show_only_where_some_agent_has_numbers():
+    """TV to the Bayes-optimal policy exists only on Bernoulli bandits whose dynamic program
+    fits: elsewhere its column is left out, while a non-optional empty column stays."""
+    base = {"first_k_return": 0.1, "last_k_return": 0.9, "improvement": 0.8,
+            "improvement_ci95": 0.1, "fraction_of_oracle_last_k": 0.9,
+            "episodes_to_80pct_oracle": None, "kl_to_ps": 0.5, "kl_to_ps_ci95": 0.1,
+            "tv_to_ps": 0.2}
+    results = {"improvement_k": 1, "model": "m", "env": {"name": "dark_room", "params": {}},
+               "source_learner": None, "num_tasks": 2, "tasks_from": "x", "episodes": 4,
+               "episode_len": 20, "window": 200, "action_selection": "sampled",
+               "metrics": ["first_last_k_return", "improvement", "search_exploit",
+                           "policy_divergence"],
+               "agents": {"model": dict(base)}}
+    text = report(results)
+    assert "TV to posterior sampling" in text and "TV to Bayes-optimal" not in text
+    assert "| TV to the source's policy" not in text
+    assert "| tasks rewarded in first 1 ep. |" in text  # not optional: shown, empty
+    results["agents"]["other"] = dict(base, tv_to_bayes_optimal=0.3)
+    text = report(results)
+    assert "| TV to Bayes-optimal |" in text and "| 0.300 |" in text
