@@ -82,8 +82,8 @@ def targets_for(env, h, keep: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
                                         "regression")
             out[f"{name}_found"] = (posterior.known(keep_t)[..., None].long().numpy(),
                                     "classification")
-            xy = torch.stack([true // env.size, true % env.size], dim=1).double()
-            out[f"true_{name}"] = (xy[:, None].expand(n, len(keep), 2).numpy(), "regression")
+            out[f"true_{name}"] = (true.double()[:, None].expand(n, len(keep), 2).numpy(),
+                                   "regression")
     else:
         raise IclRlError(f"icl-rl probe: no posterior targets for {env.spec.name}; probes "
                          "exist for bernoulli_bandit, gaussian_bandit, dark_room, "

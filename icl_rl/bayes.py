@@ -24,7 +24,7 @@ from scipy import fft as sp_fft
 from scipy import special
 from torch import Tensor
 
-from icl_rl.envs.gridworld import GridWorld
+from icl_rl.envs.gridworld import MOVES, GridWorld
 from icl_rl.errors import IclRlError
 
 TIE_TOL = 1e-9
@@ -753,6 +753,17 @@ def bayes_optimal_reference_probs(actions: Tensor, rewards: Tensor, policy) -> T
     return torch.from_numpy(np.asarray(probs).reshape(n, t, k)).float().to(actions.device)
 
 
+def _uniform_weights(possible: Tensor, owner: str, families: str) -> tuple[Tensor, Tensor]:
+    """(weights [N, S], their row sums [N, 1]) of a uniform posterior over the `possible` cells;
+    a row that rules out every cell is refused (the history is not of one hidden cell)."""
+    weight = possible.float()
+    total = weight.sum(dim=1, keepdim=True)
+    if (total == 0).any():
+        raise IclRlError(f"{owner}: a row rules out every cell; the history is not one of a "
+                         f"single hidden goal (use {families})")
+    return weight, total
+
+
 def goal_posterior_action_probs(possible: Tensor, pos: Tensor, size: int) -> Tensor:
     """Dark Room posterior sampling's action distribution [N, 5] where it draws a new goal:
     the goal uniform over the `possible` cells [N, S] (bool, cell x * size + y), then the
@@ -767,11 +778,8 @@ def goal_posterior_action_probs(possible: Tensor, pos: Tensor, size: int) -> Ten
         raise IclRlError(f"goal_posterior_action_probs: need possible [N, {len(cells)}] and pos "
                          f"[N, 2] for size {size}, got {tuple(possible.shape)} and "
                          f"{tuple(pos.shape)}")
-    weight = possible.float()
-    total = weight.sum(dim=1, keepdim=True)
-    if (total == 0).any():
-        raise IclRlError("goal_posterior_action_probs: a row rules out every cell; the history "
-                         "is not one of a single hidden goal (use dark_room / dark_room_hard)")
+    weight, total = _uniform_weights(possible, "goal_posterior_action_probs",
+                                     "dark_room / dark_room_hard")
     out = torch.zeros(n, 5, device=possible.device)
     s = len(cells)
     chunk = max(1, 2**20 // s)
@@ -885,8 +893,7 @@ def maze_goal_posterior(observations: Tensor, actions: Tensor, rewards: Tensor, 
     pos = observations[..., :2].long()
     a = actions.long()
     blocked = observations[..., 2:6].gather(2, (a - 1).clamp(min=0)[..., None])[..., 0] > 0.5
-    step = torch.tensor([[0, 0], [0, 1], [0, -1], [-1, 0], [1, 0]], device=pos.device)
-    moved = torch.where(((a == 0) | blocked)[..., None], pos, pos + step[a])
+    moved = torch.where(((a == 0) | blocked)[..., None], pos, pos + MOVES.to(pos.device)[a])
     return HiddenCellPosterior(_landed(pos, moved, dones, size), rewards > 0,
                                torch.ones_like(dones), size * size)
 
@@ -894,25 +901,19 @@ def maze_goal_posterior(observations: Tensor, actions: Tensor, rewards: Tensor, 
 def hidden_cell_posteriors(env, tasks: Tensor, observations: Tensor, actions: Tensor,
                            rewards: Tensor, dones: Tensor
                            ) -> dict[str, tuple[HiddenCellPosterior, Tensor]]:
-    """name -> (its posterior along the histories, the true cell [N]) for every hidden cell of
-    a dark gridworld env (Dark Room / Hard: goal; Key-to-Door: key, door; mazes: goal), given
-    the histories' tasks [N, ...]; {} for other envs."""
+    """name -> (its posterior along the histories, the true cell (x, y) [N, 2]) for every
+    hidden cell of a dark gridworld env (Dark Room / Hard: goal; Key-to-Door: key, door; mazes:
+    goal), given the histories' tasks [N, ...]; {} for other envs."""
     from icl_rl.envs import DarkKeyToDoor, DarkMaze, DarkRoom
 
-    size = getattr(env, "size", 0)
-    tasks = tasks.long()
-
-    def cell(xy):
-        return xy[:, 0] * size + xy[:, 1]
-
-    history = (observations, actions, rewards, dones, size)
+    history = (observations, actions, rewards, dones, getattr(env, "size", 0))
     if isinstance(env, DarkRoom):
-        return {"goal": (darkroom_goal_posterior(*history), cell(tasks[:, :2]))}
+        return {"goal": (darkroom_goal_posterior(*history), tasks[:, :2])}
     if isinstance(env, DarkKeyToDoor):
         key, door, _, _ = key_to_door_posteriors(*history)
-        return {"key": (key, cell(tasks[:, :2])), "door": (door, cell(tasks[:, 2:4]))}
+        return {"key": (key, tasks[:, :2]), "door": (door, tasks[:, 2:4])}
     if isinstance(env, DarkMaze):
-        return {"goal": (maze_goal_posterior(*history), cell(tasks[:, :2]))}
+        return {"goal": (maze_goal_posterior(*history), tasks[:, :2])}
     return {}
 
 
@@ -989,18 +990,14 @@ def maze_posterior_action_probs(possible: Tensor, pos: Tensor, wall_right: Tenso
     (wall_right, wall_up [N, S]), unseen walls taken as open. pos [N, 2] (x, y)."""
     from icl_rl.envs.maze import grid_distances
 
-    n, s = possible.shape
-    if (possible.ndim != 2 or s != size * size or pos.shape != (n, 2)
-            or wall_right.shape != (n, s) or wall_up.shape != (n, s)):
+    n, s = possible.shape[0], size * size
+    if (possible.shape != (n, s) or pos.shape != (n, 2) or wall_right.shape != (n, s)
+            or wall_up.shape != (n, s)):
         raise IclRlError(f"maze_posterior_action_probs: need possible, wall_right, wall_up "
                          f"[N, {size * size}] and pos [N, 2] for size {size}, got "
                          f"{tuple(possible.shape)}, {tuple(wall_right.shape)}, "
                          f"{tuple(wall_up.shape)}, {tuple(pos.shape)}")
-    weight = possible.float()
-    total = weight.sum(dim=1, keepdim=True)
-    if (total == 0).any():
-        raise IclRlError("maze_posterior_action_probs: a row rules out every cell; the history "
-                         "is not one of a single hidden goal (use dark_maze)")
+    weight, total = _uniform_weights(possible, "maze_posterior_action_probs", "dark_maze")
     pos = pos.long()
     x, y = pos[:, 0], pos[:, 1]
     here = x * size + y
@@ -1013,7 +1010,8 @@ def maze_posterior_action_probs(possible: Tensor, pos: Tensor, wall_right: Tenso
                            wall(wall_up, here - 1) | (y == 0),
                            wall(wall_right, here - size) | (x == 0),
                            wall(wall_right, here) | (x == size - 1)], dim=1)
-    step = torch.tensor([0, 1, -1, -size, size], device=pos.device)
+    moves = MOVES.to(pos.device)
+    step = moves[:, 0] * size + moves[:, 1]  # cell index change of each action [5]
     to = torch.where(blocked, here[:, None], here[:, None] + step)
     dist = grid_distances(wall_right, wall_up, size, to)  # [N, 5 sources, S goals]
     closer = dist[:, 1:] == dist[:, :1] - 1  # [N, 4, S]: the move brings the goal closer
@@ -1049,6 +1047,7 @@ def maze_reference_probs(observations: Tensor, actions: Tensor, rewards: Tensor,
             wall_right[:, now].reshape(n * c, s), wall_up[:, now].reshape(n * c, s),
             size).view(n, c, 5)
 
+    # a chunk holds distances from 5 source cells and the goal posterior: ~6 x [N, C, S]
     return _by_chunks(n, t, 6 * s, fill, observations.device)
 
 

@@ -47,8 +47,8 @@ def test_the_registry_picks_the_sampler_for_the_env():
         make_learner("posterior_sampling", make_env("dark_maze"), epsilon=2.0)
 
 
-class RecordingKeyDoor(KeyDoorPosteriorSampling):
-    """Keeps, per act, the posterior of the phase it acted in and whether it drew a target."""
+class Recording:
+    """Mixin: keeps `record(obs)` of the sampler's state after every act, in `log`."""
 
     def reset(self, n, generator=None):
         super().reset(n, generator)
@@ -56,10 +56,17 @@ class RecordingKeyDoor(KeyDoorPosteriorSampling):
 
     def act(self, obs):
         action = super().act(obs)
+        self.log.append(tuple(x.clone() for x in self.record(obs)))
+        return action
+
+
+class RecordingKeyDoor(Recording, KeyDoorPosteriorSampling):
+    """The posterior of the phase it acted in, whether it drew a target, the door paid."""
+
+    def record(self, obs):
         holding = obs[:, 2] > 0.5
         possible = torch.where(holding[:, None], self.door.possible, self.key.possible)
-        self.log.append((possible.clone(), self.resampled.clone(), self.opened.clone()))
-        return action
+        return possible, self.resampled, self.opened
 
 
 def test_key_to_door_reference_follows_the_learner():
@@ -120,16 +127,11 @@ def test_seen_walls_are_the_mazes_own():
     assert torch.equal(one_r, right[:, 0]) and torch.equal(one_u, up[:, 0])
 
 
-class RecordingMaze(MazePosteriorSampling):
-    def reset(self, n, generator=None):
-        super().reset(n, generator)
-        self.log = []
+class RecordingMaze(Recording, MazePosteriorSampling):
+    """The goal posterior, whether it drew a target, the walls seen."""
 
-    def act(self, obs):
-        action = super().act(obs)
-        self.log.append((self.goal.possible.clone(), self.resampled.clone(),
-                         self.wall_right.clone(), self.wall_up.clone()))
-        return action
+    def record(self, obs):
+        return self.goal.possible, self.resampled, self.wall_right, self.wall_up
 
 
 def test_maze_reference_follows_the_learner():
