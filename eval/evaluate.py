@@ -167,7 +167,8 @@ def main(config: EvalConfig) -> dict:
                                  env_generator=TaskGenerators.for_tasks(config.seed, 1, idx),
                                  agent_generator=TaskGenerators.for_tasks(config.seed, 2, idx),
                                  on_step=lambda _t: bar.update(1),
-                                 extras=extras_for(agent, metrics_for(env))))
+                                 extras=extras_for(agent, metrics_for(env)),
+                                 record_final_obs=True))  # for replaying the source
         histories[name] = History.cat(parts)
     bar.close()
     env.reset(tasks)  # the oracle's return on exactly these tasks

@@ -412,7 +412,10 @@ def policy_divergence(h: History, ctx: Context) -> dict:
 
 def replay_probs(learner, h: History):
     """The action distribution [N, T, A] a learner would act with at every step of someone
-    else's history: it is fed the recorded transitions (teacher forcing), never acts."""
+    else's history: it is fed the recorded transitions (teacher forcing), never acts. Each
+    step's next observation is `h.final_observations` where recorded; without them, an
+    episode's last step is fed the next episode's start (a gridworld learner then misplaces
+    where that step ended)."""
     import torch
 
     n, t = h.actions.shape
@@ -421,7 +424,8 @@ def replay_probs(learner, h: History):
     for i in range(t):
         obs = h.observations[:, i]
         out.append(learner.action_probs(obs))
-        nxt = h.observations[:, min(i + 1, t - 1)]
+        nxt = (h.observations[:, min(i + 1, t - 1)] if h.final_observations is None
+               else h.final_observations[:, i])
         learner.observe(obs, h.actions[:, i], h.rewards[:, i], nxt, h.dones[:, i])
     return torch.stack(out, dim=1).float()
 

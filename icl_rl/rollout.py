@@ -30,6 +30,10 @@ class History:
     # per-step records asked of `rollout` (`extras=`): "action_probs" [N, T, A] (the agent's
     # action distribution at each step), "features" [N, T, L, d] (per-layer hidden states)
     extras: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+    # [N, T, obs_dim] the observation each step ended on (`rollout(..., record_final_obs=True)`):
+    # o_{t+1}, except at an episode's end, where it is the episode's last observation instead of
+    # the next episode's start. What replaying a learner along the history must feed it.
+    final_observations: Tensor | None = None
 
     @property
     def num_histories(self) -> int:
@@ -76,6 +80,7 @@ def rollout(
     on_step: Callable[[int], None] | None = None,
     episode_stride: int = 1,
     extras: tuple[str, ...] | list[str] = (),
+    record_final_obs: bool = False,
 ) -> History:
     """Run `agent` on `tasks` [N, task_dim] for `steps` steps; returns the History.
 
@@ -111,6 +116,7 @@ def rollout(
     dones = torch.empty(n, steps, dtype=torch.bool, device=dev)
     optimal = torch.empty(n, steps, dtype=torch.long, device=dev) if record_optimal else None
     expected = torch.empty(n, steps, device=dev) if hasattr(env, "expected_reward") else None
+    final = torch.empty(n, steps, env.spec.obs_dim, device=dev) if record_final_obs else None
     # Episodes run in lockstep and have a fixed length, so which steps are kept is known
     # without looking at `done`.
     episode_len = env.spec.episode_len
@@ -140,8 +146,11 @@ def rollout(
         if keep:
             rewards[:, t] = reward
             dones[:, t] = done
+            if final is not None:
+                final[:, t] = env.final_obs
             t += 1
         obs = next_obs
         if on_step is not None:
             on_step(step)
-    return History(observations, actions, rewards, dones, tasks, optimal, expected, recorded)
+    return History(observations, actions, rewards, dones, tasks, optimal, expected, recorded,
+                   final)

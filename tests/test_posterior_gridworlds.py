@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from eval.metrics import Context, policy_divergence
+from eval.metrics import Context, policy_divergence, replay_probs
 from icl_rl.bayes import (
+    darkroom_reference_probs,
     goal_posterior_action_probs,
     key_to_door_reference_probs,
     maze_known_walls,
@@ -27,10 +28,10 @@ from icl_rl.learners import (
 from icl_rl.rollout import rollout
 
 
-def record(env, learner, n: int, steps: int, seed: int = 0):
+def record(env, learner, n: int, steps: int, seed: int = 0, **kwargs):
     tasks = env.sample_tasks(n, torch.Generator().manual_seed(seed))
     return rollout(env, learner, tasks, steps, torch.Generator().manual_seed(seed + 1),
-                   torch.Generator().manual_seed(seed + 2), extras=("action_probs",))
+                   torch.Generator().manual_seed(seed + 2), extras=("action_probs",), **kwargs)
 
 
 def test_the_registry_picks_the_sampler_for_the_env():
@@ -203,3 +204,25 @@ def test_per_step_sampler_is_the_reference(env_name, params):
     kept = policy_divergence(record(env, make_learner("posterior_sampling", env), 32, 120,
                                     seed=11), Context(env, np.ones(32), 5, 120))
     assert kept["kl_to_ps"] > 0.01  # keeping a drawn cell is not the per-step reference
+
+
+@pytest.mark.parametrize(("env_name", "params"), [
+    ("dark_room", {"size": 5, "episode_len": 10}),
+    ("dark_key_to_door", {"size": 5, "episode_len": 20}),
+    ("dark_maze", {"size": 5, "episode_len": 24}),
+])
+def test_sampler_replayed_on_another_history_is_the_reference(env_name, params):
+    """As an eval source, the sampler is replayed along the model's history (fed its
+    transitions, never acting): every step is a fresh draw, the per-step reference's
+    distribution, and the TV to the source is reported (a maze sampler used to fail here)."""
+    env = make_env(env_name, **params)
+    h = record(env, make_learner("random", env), 16, 90, seed=5, record_final_obs=True)
+    src = replay_probs(make_learner("posterior_sampling", env), h)
+    fn = {"dark_room": darkroom_reference_probs, "dark_key_to_door": key_to_door_reference_probs,
+          "dark_maze": maze_reference_probs}[env_name]
+    ref = fn(h.observations, h.actions, h.rewards, h.dones, params["size"])
+    assert src.shape == ref.shape == (16, 90, 5)
+    torch.testing.assert_close(src, ref.float(), atol=1e-5, rtol=0)
+    ctx = Context(env, np.ones(16), 5, 90, source=make_learner("posterior_sampling", env))
+    div = policy_divergence(h, ctx)
+    assert div["tv_to_source"] > 0.3  # random against a sampler that walks to its goal

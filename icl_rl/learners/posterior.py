@@ -207,7 +207,7 @@ class KeyDoorPosteriorSampling(PosteriorSampling):
 
         plan, holding = self.plan(obs)
         probs = torch.nn.functional.one_hot(plan, self.spec.num_actions).float()
-        rows = self.resampled.nonzero()[:, 0]
+        rows = (self.resampled & ~self.opened).nonzero()[:, 0]  # an open door: stay
         if rows.numel():
             possible = torch.where(holding[rows, None], self.door.possible[rows],
                                    self.key.possible[rows])
@@ -245,6 +245,7 @@ class MazePosteriorSampling(PosteriorSampling):
         self.wall_right = torch.zeros(n, s, dtype=torch.bool)
         self.wall_up = torch.zeros(n, s, dtype=torch.bool)
         self.resampled = torch.ones(n, dtype=torch.bool)
+        self.planned = torch.zeros(n, dtype=torch.long)  # read only where not resampled
 
     def distribution(self, possible: Tensor, obs: Tensor, rows: Tensor | None = None) -> Tensor:
         """maze_posterior_action_probs for the goals `possible` [R, S] of rows (all if None)."""
@@ -256,9 +257,7 @@ class MazePosteriorSampling(PosteriorSampling):
 
     def act(self, obs: Tensor) -> Tensor:
         """Toward the sampled goal through the walls seen; resample it once it is ruled out."""
-        right, up = seen_walls(obs.cpu(), self.size)
-        self.wall_right |= right
-        self.wall_up |= up
+        self.see_walls(obs)
         u = rng.rand(self.generator, self.goal.possible.shape)
         self.resampled = self.goal.retarget(u, always=self.params.per_step)
         onehot = torch.nn.functional.one_hot(self.goal.target, self.size * self.size).bool()
@@ -267,12 +266,21 @@ class MazePosteriorSampling(PosteriorSampling):
 
     def action_probs(self, obs: Tensor) -> Tensor:
         """The distribution the last `act` drew from [N, 5]: where it drew a new goal, the
-        planned move toward a goal uniform over the possible cells; elsewhere one-hot."""
+        planned move toward a goal uniform over the possible cells; elsewhere one-hot.
+        Replayed along another agent's history (fed its transitions, never acting), every step
+        is a new draw: the per-step posterior's distribution."""
+        self.see_walls(obs)  # what `act` would have seen, when replayed without acting
         probs = torch.nn.functional.one_hot(self.planned, self.spec.num_actions).float()
         rows = self.resampled.nonzero()[:, 0]
         if rows.numel():
             probs[rows] = self.distribution(self.goal.possible[rows], obs, rows)
         return self.mix(probs, obs)
+
+    def see_walls(self, obs: Tensor) -> None:
+        """Add the walls around the agent's cell in obs to those seen (idempotent)."""
+        right, up = seen_walls(obs.cpu(), self.size)
+        self.wall_right |= right
+        self.wall_up |= up
 
     def observe(self, obs, action, reward, next_obs, done) -> None:
         """Rule out the cell the step ended on, or learn that it is the goal."""
