@@ -46,6 +46,13 @@ def push_folder(folder: str | Path, repo_id: str, repo_type: str, private: bool 
 
 def download(repo_id: str, repo_type: str) -> Path:
     """A local snapshot of `repo_id` (cached by huggingface_hub)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:  # a path: say that it is missing, not how the Hub failed
+        raise IclRlError(f"{repo_id}: no such folder (and not a Hub repo id, which reads "
+                         f"user/name); check the path") from None
     try:
         return Path(api().snapshot_download(repo_id, repo_type=repo_type))
     except Exception as e:

@@ -107,6 +107,10 @@ def test_generate_push_load_train_push_eval(fake_hub, tmp_path):
 def test_hub_failures_are_one_line(fake_hub, tmp_path):
     with pytest.raises(IclRlError, match="not a local path, and the Hub dataset repo"):
         read_card("me/nothing-here")
+    # a path that cannot be a repo id is reported missing, not as a Hub failure
+    for path in ("/no/such/dataset", "./runs/missing", str(tmp_path / "gone")):
+        with pytest.raises(IclRlError, match="no such folder"):
+            read_card(path)
 
     class Down(FakeHub):
         def upload_folder(self, **kw):

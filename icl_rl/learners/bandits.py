@@ -22,8 +22,9 @@ class BanditLearner(Learner):
     def __init__(self, env: Env, params: LearnerParams | None = None) -> None:
         if not isinstance(env, Bandit):
             raise IclRlError(
-                f"learner {self.name!r} is for bandits, not {env.spec.name!r}; use q_learning, "
-                "ppo or noise_distill for sequential tasks"
+                f"learner {self.name!r} is for bandits, not {env.spec.name!r}; on sequential "
+                "tasks use q_learning, ppo, posterior_sampling or noise_distill (random for "
+                "DPT's roll-in transitions)"
             )
         super().__init__(env, params)
         self.steps = 0
