@@ -4,7 +4,7 @@
 bandits (trials of 100 pulls) and on Dark Room 9x9 (trials of 10 episodes of 20 steps), at the
 batch shapes of the shipped recipes (configs/rl2_bandit: 256 trials, 4 epochs x 4 minibatches)
 and at a throughput-leaning one (1024 trials, 2 x 2). One iteration = collect a batch of trials
-through the acting interface, recompute log-probabilities and values, run the PPO updates;
+through the acting interface (with their log-probabilities and values), run the PPO updates;
 the figure is the median over iterations after one warm-up, with the collect and update shares.
 """
 

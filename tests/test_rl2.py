@@ -94,14 +94,14 @@ def test_memory_starts_empty_at_every_trial(tmp_path, monkeypatch):
     import training.rl2 as rl2
 
     seen = []
-    real = rl2.ModelAgent
+    real = rl2.BehaviourAgent
 
     class Spy(real):
         def reset(self, n, generator=None):
             super().reset(n, generator)
             seen.append(float(self.state.h.abs().sum()))
 
-    monkeypatch.setattr(rl2, "ModelAgent", Spy)
+    monkeypatch.setattr(rl2, "BehaviourAgent", Spy)
     main(RL2Config(out=str(tmp_path / "run"), iterations=3, **TINY))
     assert len(seen) == 3 and seen == [0.0, 0.0, 0.0]
 
@@ -209,3 +209,45 @@ def test_a_transformer_policy_through_the_acting_interface(tmp_path):
                                   num_tasks=8, episodes=10, baselines=["random"],
                                   progress=False))
     assert results["window"] == 10
+
+
+
+@pytest.mark.parametrize(("env_name", "episodes", "model", "model_kwargs", "memory"), [
+    ("bernoulli_bandit", 20, "gru", '{"hidden_size": 16}', "history"),
+    ("dark_room", 2, "gru", '{"hidden_size": 16}', "episode"),
+    ("dark_room", 2, "gru", '{"hidden_size": 16}', "none"),
+    ("dark_room", 2, "gru", '{"hidden_size": 16, "cell": "lstm", "num_layers": 2}', "history"),
+    ("dark_room", 2, "ad", '{"hidden_size": 16, "num_layers": 2, "num_heads": 2}', "history"),
+])
+def test_behaviour_logprobs_and_values_are_the_training_forwards(env_name, episodes, model,
+                                                                 model_kwargs, memory):
+    """collect keeps the acting steps' logits and hidden states instead of running a second
+    forward over the trials: for the recurrent family they equal the training forward's bit
+    for bit (so are the log-probabilities and values PPO starts from); for the transformer
+    (cached decoding) to rounding."""
+    from icl_rl.rollout import rollout
+    from training.rl2 import BehaviourAgent, TaskSampler, collect, env_meta, generators
+
+    config = RL2Config(env=env_name, trial_episodes=episodes, num_envs=12, model=model,
+                       model_kwargs=model_kwargs, memory=memory)
+    env = validate(config)
+    torch.manual_seed(0)
+    steps = episodes * env.spec.episode_len
+    policy = build_model(model, env_meta(env), config.model_options(), max_context=steps)
+    gens = generators(0, 0, 0)
+    agent = BehaviourAgent(policy)
+    h = rollout(env, agent, TaskSampler(env, config).sample(12, gens[0]), steps,
+                env_generator=gens[1], agent_generator=gens[2], record_optimal=False)
+    with torch.no_grad():
+        out = policy(**sequences(h.observations, h.actions, h.rewards, h.dones).as_dict())
+    logits, hidden = torch.stack(agent.logits, 1), torch.stack(agent.hidden, 1)
+    assert logits.shape == out.logits.shape and hidden.shape == out.last_hidden_state.shape
+    if model == "gru":
+        assert torch.equal(logits, out.logits) and torch.equal(hidden, out.last_hidden_state)
+    else:
+        torch.testing.assert_close(logits, out.logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(hidden, out.last_hidden_state, atol=1e-5, rtol=0)
+    batch = collect(policy, env, TaskSampler(env, config), config, generators(0, 0, 0), "cpu")
+    assert torch.equal(batch["actions"], h.actions)  # the same trials as above
+    logp = torch.log_softmax(out.logits, -1).gather(-1, h.actions[..., None])[..., 0]
+    torch.testing.assert_close(batch["logp"], logp, atol=1e-5 if model == "ad" else 0, rtol=0)

@@ -165,13 +165,31 @@ def ppo_loss(model, batch: dict, config: RL2Config) -> tuple[Tensor, dict]:
     return loss, stats
 
 
+class BehaviourAgent(ModelAgent):
+    """The acting interface, keeping each step's logits and top-layer hidden state: the
+    behaviour policy's log-probabilities and the values come from the steps that acted, with
+    no second forward over the trials."""
+
+    def reset(self, n: int, generator: torch.Generator | None = None) -> None:
+        super().reset(n, generator)
+        self.logits: list[Tensor] = []
+        self.hidden: list[Tensor] = []
+
+    def act(self, obs: Tensor) -> Tensor:
+        action = super().act(obs)
+        self.logits.append(self.last_logits)
+        self.hidden.append(self.last_hidden)
+        return action
+
+
 def collect(model: FamilyModel, env: Env, sampler: TaskSampler, config: RL2Config,
             gens: list[torch.Generator], device) -> dict:
     """One batch of trials through the acting interface, with the PPO targets."""
     task_gen, env_gen, agent_gen, _ = gens
     steps = config.trial_episodes * env.spec.episode_len
     tasks = sampler.sample(config.num_envs, task_gen)
-    h = rollout(env, ModelAgent(model), tasks, steps, env_generator=env_gen,
+    agent = BehaviourAgent(model)
+    h = rollout(env, agent, tasks, steps, env_generator=env_gen,
                 agent_generator=agent_gen, record_optimal=False)
     model.train()  # ModelAgent puts the model in eval mode to act
     inputs = {k: v.to(device) for k, v in
@@ -182,10 +200,11 @@ def collect(model: FamilyModel, env: Env, sampler: TaskSampler, config: RL2Confi
     # reward), which a memory of the inputs would have to count out; the value head learns the
     # rest (what the history says about this task). b_t is a training device only.
     baseline = returns_to_go(rewards, config.gamma).mean(0, keepdim=True)  # [1, T]
-    with torch.no_grad():
-        out = model(**inputs)
-        logp = torch.log_softmax(out.logits.float(), -1).gather(-1, actions[..., None])[..., 0]
-        values = out.values.float() + baseline
+    with torch.no_grad():  # the recurrent family's steps equal its training forward exactly
+        logits = torch.stack(agent.logits, dim=1).to(device)  # [N, T, A]
+        logp = torch.log_softmax(logits.float(), -1).gather(-1, actions[..., None])[..., 0]
+        hidden = torch.stack(agent.hidden, dim=1).to(device)  # [N, T, d]
+        values = model.value_head(hidden)[..., 0].float() + baseline
     advantages, returns = gae(rewards, values, config.gamma, config.gae_lambda)
     episodes = h.episode_returns()  # [N, E]
     return {"inputs": inputs, "actions": actions, "logp": logp, "advantages": advantages,
