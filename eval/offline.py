@@ -31,8 +31,9 @@ def offline(model: FamilyModel, env: Env, dataset: str, sizes: list[int], num_ta
     from icl_rl.rng import TaskGenerators
 
     if "frozen_context" not in inspect.signature(model.init_state).parameters:
-        raise IclRlError(f"--offline-context: a {model.config.model_type} model has no fixed-"
-                         "context mode (offline deployment is the dpt family's)")
+        raise IclRlError(f"--offline-context: this model ({model.config.model_type}) has no "
+                         "fixed-context mode; offline deployment is the dpt family's (train one "
+                         "with `icl-rl train --model dpt`) or drop --offline-context")
     data = load_histories(dataset, split)
     h = data.history
     n = min(num_tasks, h.num_histories)

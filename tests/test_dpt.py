@@ -199,3 +199,17 @@ def test_dpt_trains_evaluates_online_and_offline(tmp_path):
     with pytest.raises(IclRlError, match="differs from dpt in episodes"):
         compare(CompareConfig(results=[f"dpt={tmp_path / 'eval'}",
                                        f"x={tmp_path / 'other.json'}"]))
+
+
+@pytest.mark.parametrize("family", ["ad", "gru"])
+def test_offline_deployment_of_a_family_without_fixed_contexts_is_refused(family):
+    from eval.offline import offline
+    from icl_rl.envs import make_env
+    from icl_rl.models import build_model
+
+    from training.rl2 import env_meta
+
+    env = make_env("bernoulli_bandit", num_arms=3)
+    model = build_model(family, env_meta(env), {"hidden_size": 8}, max_context=10)
+    with pytest.raises(IclRlError, match=r"no fixed-context mode; .*--model dpt"):
+        offline(model, env, "unused", [5], 4, 2, 0)
