@@ -206,7 +206,6 @@ def test_offline_deployment_of_a_family_without_fixed_contexts_is_refused(family
     from eval.offline import offline
     from icl_rl.envs import make_env
     from icl_rl.models import build_model
-
     from training.rl2 import env_meta
 
     env = make_env("bernoulli_bandit", num_arms=3)

@@ -226,3 +226,52 @@ def test_sampler_replayed_on_another_history_is_the_reference(env_name, params):
     ctx = Context(env, np.ones(16), 5, 90, source=make_learner("posterior_sampling", env))
     div = policy_divergence(h, ctx)
     assert div["tv_to_source"] > 0.3  # random against a sampler that walks to its goal
+
+
+def test_context_episodes_is_dpts_deployment_rule():
+    """context_episodes k: the belief is built from the last k finished episodes only and is
+    fixed during an episode; with k at least the number of episodes it equals the whole
+    history's belief at every episode start."""
+    env = make_env("dark_room", size=5, episode_len=10)
+    h = record(env, make_learner("random", env), 16, 60, seed=3, record_final_obs=True)
+    whole = make_learner("posterior_sampling", env, per_step=True)
+    last1 = make_learner("posterior_sampling", env, per_step=True, context_episodes=1)
+    every = make_learner("posterior_sampling", env, per_step=True, context_episodes=6)
+    for learner in (whole, last1, every):
+        learner.reset(16)
+    landed = env.obs_to_state(h.final_observations.reshape(-1, 2)).view(16, 60)
+    for t in range(60):
+        if t % 10 == 0:  # an episode starts: the belief of the finished episodes
+            assert torch.equal(every.goal.possible, whole.goal.possible)
+            start = last1.goal.possible.clone()
+            if t >= 20:  # only the last episode's cells are ruled out
+                lo = t - 10
+                ruled = torch.ones(16, 25, dtype=torch.bool)
+                for i in range(lo, t):
+                    ruled[torch.arange(16), landed[:, i]] &= h.rewards[:, i] > 0
+                found = (h.rewards[:, lo:t] > 0).any(1)
+                assert torch.equal(start[~found], ruled[~found])
+        else:
+            assert torch.equal(last1.goal.possible, start)  # fixed during the episode
+        for learner in (whole, last1, every):
+            learner.observe(h.observations[:, t], h.actions[:, t], h.rewards[:, t],
+                            h.final_observations[:, t], h.dones[:, t])
+    with pytest.raises(IclRlError, match="set per_step: true"):
+        make_learner("posterior_sampling", env, context_episodes=2)
+    with pytest.raises(IclRlError, match="for dark_room and dark_room_hard"):
+        make_learner("posterior_sampling", make_env("dark_maze", size=5, episode_len=24),
+                     per_step=True, context_episodes=2)
+    # the rule's cost in short episodes, measured: 20-step episodes with 5 of them in context
+    # reach far less by episode 10 than 100-step episodes with 1
+    room = make_env("dark_room", size=9, episode_len=20, start="center")
+    long_room = make_env("dark_room", size=9, episode_len=100, start="center")
+    fractions = []
+    for e, k in ((room, 5), (long_room, 1)):
+        tasks = e.task_set()[torch.arange(0, 81, 3).repeat(3)]
+        hist = rollout(e, make_learner("posterior_sampling", e, per_step=True,
+                                       context_episodes=k), tasks, 10 * e.spec.episode_len,
+                       torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
+        e.reset(tasks)
+        last = hist.rewards.view(len(tasks), 10, -1)[:, -1].sum(1)
+        fractions.append(float((last / e.optimal_episode_return()).mean()))
+    assert fractions[0] < 0.5 < 0.6 < fractions[1]

@@ -45,6 +45,11 @@ class PosteriorSamplingParams(LearnerParams):
     then every action is drawn from the posterior predictive of the oracle's move, the
     `policy_divergence` reference (and the policy a model that matches that reference
     step by step acts with)."""
+    context_episodes: int = 0
+    """Dark Room / Hard, with per_step: believe only the last this many finished episodes,
+    the belief fixed during an episode: the Decision-Pretrained Transformer's online
+    deployment rule with an exact posterior (its context holds the past episodes that fit in
+    its window). 0: the whole history, updated every step."""
 
 
 class HiddenCellBelief:
@@ -89,6 +94,7 @@ class PosteriorSampling(Learner):
     Params = PosteriorSamplingParams
     name = "posterior_sampling"
     env_type: type = Env
+    context_episodes_supported = False
 
     def __new__(cls, env: Env, params: PosteriorSamplingParams | None = None):
         if cls is PosteriorSampling:
@@ -108,6 +114,9 @@ class PosteriorSampling(Learner):
         super().__init__(env, params)
         if not 0 <= self.params.epsilon <= 1:
             raise IclRlError(f"posterior_sampling: epsilon must be in [0, 1]: {self.params}")
+        if self.params.context_episodes and not self.context_episodes_supported:
+            raise IclRlError(f"posterior_sampling: context_episodes is for dark_room and "
+                             f"dark_room_hard, not {env.spec.name!r}")
         self.env = env
         self.cells = env.cells()
         self.size = env.size
@@ -130,12 +139,26 @@ class GoalPosteriorSampling(PosteriorSampling):
     """
 
     env_type = DarkRoom
+    context_episodes_supported = True
+
+    def __init__(self, env: Env, params: PosteriorSamplingParams | None = None) -> None:
+        super().__init__(env, params)
+        k = self.params.context_episodes
+        if not isinstance(k, int) or k < 0:
+            raise IclRlError(f"posterior_sampling: context_episodes must be an integer >= 0, "
+                             f"got {k!r}")
+        if k and not self.params.per_step:
+            raise IclRlError("posterior_sampling: context_episodes models DPT's deployment (a "
+                             "fresh draw every step from a belief fixed during the episode); "
+                             "set per_step: true with it")
 
     def reset(self, n: int, generator: torch.Generator | None = None) -> None:
         """Uniform prior over every cell, goal unknown."""
         super().reset(n, generator)
         self.goal = HiddenCellBelief(n, self.env.num_states)
         self.resampled = torch.ones(n, dtype=torch.bool)  # whether the last act drew the target
+        self.episode: list[tuple[Tensor, Tensor]] = []  # context_episodes: this episode's steps
+        self.finished: list[list[tuple[Tensor, Tensor]]] = []  # ... and the last k finished
 
     def act(self, obs: Tensor) -> Tensor:
         """Walk toward the sampled goal; resample it once it is ruled out."""
@@ -160,8 +183,20 @@ class GoalPosteriorSampling(PosteriorSampling):
         return self.mix(probs, obs)
 
     def observe(self, obs, action, reward, next_obs, done) -> None:
-        """Rule out the cell the step ended on, or learn that it is the goal."""
-        self.goal.observe(self.env.obs_to_state(next_obs), reward > 0)
+        """Rule out the cell the step ended on, or learn that it is the goal (with
+        context_episodes, once the episode is over: the belief is rebuilt from the last k)."""
+        step = (self.env.obs_to_state(next_obs), reward > 0)
+        k = self.params.context_episodes
+        if not k:
+            self.goal.observe(*step)
+            return
+        self.episode.append(step)
+        if bool(torch.as_tensor(done).any()):  # episodes run in lockstep
+            self.finished = [*self.finished, self.episode][-k:]
+            self.episode = []
+            self.goal = HiddenCellBelief(len(self.goal.known), self.env.num_states)
+            for landed, found in (s for episode in self.finished for s in episode):
+                self.goal.observe(landed, found)
 
 
 class KeyDoorPosteriorSampling(PosteriorSampling):
