@@ -24,7 +24,6 @@ from eval.offline import check_sizes, offline
 from eval.report import add_to_model_card, log_to_wandb, plot, report
 from icl_rl.agents import OracleAgent
 from icl_rl.config import parse_config, parse_kwargs, require_positive, save_config
-from icl_rl.dataset import read_card
 from icl_rl.envs import Env, make_env
 from icl_rl.errors import IclRlError
 from icl_rl.io import atomic_write_text
@@ -33,7 +32,7 @@ from icl_rl.models import load_model
 from icl_rl.policy import ModelAgent
 from icl_rl.rng import TaskGenerators
 from icl_rl.rollout import History, rollout
-from icl_rl.tasks import SPLITS, eval_tasks
+from icl_rl.tasks import SPLITS, eval_tasks, model_task_meta
 
 log = logging.getLogger(__name__)
 # Baselines that only bandits have; elsewhere they are left out of the default list.
@@ -94,14 +93,7 @@ def main(config: EvalConfig) -> dict:
                          f"{mc.num_actions})")
     provenance = mc.provenance
     dataset = config.dataset or provenance.get("dataset")
-    meta = None
-    if dataset is not None and (Path(dataset).exists() or config.dataset):
-        meta = read_card(dataset)
-        if meta and meta["env"]["name"] != mc.env_name:
-            raise IclRlError(f"{dataset} is {meta['env']['name']} data but the model was trained "
-                             f"for {mc.env_name}")
-    if meta is None and "task_split" in provenance:  # trained without a dataset (rl2)
-        meta = {"task_split": provenance["task_split"]}
+    meta = model_task_meta(mc, config.dataset)
     learner = (meta or {}).get("learner") or provenance.get("learner")
     tasks, tasks_from = eval_tasks(env, meta, config.num_tasks, config.seed,
                                    config.split)

@@ -178,13 +178,12 @@ def probe_scores(x: np.ndarray, y: np.ndarray, kind: str, folds: int, buckets: i
 
 def main(config: ProbeConfig) -> dict:
     """Run the model, replay it and its untrained twin, fit the probes; write the outputs."""
-    from icl_rl.dataset import read_card
     from icl_rl.envs import make_env
     from icl_rl.models import load_model
     from icl_rl.policy import ModelAgent
     from icl_rl.rng import TaskGenerators
     from icl_rl.rollout import History, rollout
-    from icl_rl.tasks import eval_tasks
+    from icl_rl.tasks import eval_tasks, model_task_meta
 
     require_positive(config, "num_tasks", "steps_per_task", "batch_size", "buckets")
     if config.folds < 2:
@@ -192,9 +191,8 @@ def main(config: ProbeConfig) -> dict:
     model = load_model(config.model).eval()
     mc = model.config
     env = make_env(mc.env_name, **mc.env_params)
-    dataset = config.dataset or mc.provenance.get("dataset")
-    meta = read_card(dataset) if dataset and Path(dataset).exists() else None
-    tasks, tasks_from = eval_tasks(env, meta, config.num_tasks, config.seed, "test")
+    tasks, tasks_from = eval_tasks(env, model_task_meta(mc, config.dataset), config.num_tasks,
+                                   config.seed, "test")
     if config.num_tasks < config.folds:
         raise IclRlError(f"--num-tasks {config.num_tasks}: need at least --folds tasks")
     episodes = config.episodes or (mc.max_context if env.spec.episode_len == 1 else 20)

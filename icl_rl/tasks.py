@@ -52,6 +52,27 @@ def card_split(env: Env, seed: int, heldout: float, train_tasks: int | None) -> 
     return {"train": train.tolist(), "test": test.tolist()}
 
 
+def model_task_meta(model_config, dataset: str | None) -> dict | None:
+    """What says which tasks a trained model held out: the card of `dataset` (a folder or Hub
+    id; by default the one its provenance records, when that folder exists), else the split an
+    RL² run recorded in its provenance; None for neither. A dataset of another env is refused."""
+    from pathlib import Path
+
+    provenance = model_config.provenance
+    path = dataset or provenance.get("dataset")
+    meta = None
+    if path is not None and (Path(path).exists() or dataset):
+        from icl_rl.dataset import read_card
+
+        meta = read_card(path)
+        if meta and meta["env"]["name"] != model_config.env_name:
+            raise IclRlError(f"{path} is {meta['env']['name']} data but the model was trained "
+                             f"for {model_config.env_name}; pass its own dataset (or none)")
+    if meta is None and "task_split" in provenance:  # trained without a dataset (rl2)
+        meta = {"task_split": provenance["task_split"]}
+    return meta
+
+
 def eval_tasks(env: Env, meta: dict | None, n: int, seed: int,
                split: str = "test") -> tuple[Tensor, str]:
     """n evaluation tasks and where they came from: the held-out (`test`) or training goals of

@@ -164,6 +164,9 @@ def test_bad_settings_are_refused_in_one_line(overrides, words):
 def test_cli_trains_a_model_that_eval_evaluates_on_the_held_out_goals(tmp_path):
     from icl_rl.cli import main as cli_main
 
+    cli_main(["generate", "--env", "bernoulli_bandit", "--learner", "ucb", "--num-histories",
+              "8", "--steps", "10", "--out", str(tmp_path / "bandit")])
+
     out = tmp_path / "room"
     cli_main(["rl2", "--env", "dark_room", "--out", str(out), "--iterations", "2",
               "--trial-episodes", "2", "--num-envs", "8", "--train-tasks", "5",
@@ -179,6 +182,23 @@ def test_cli_trains_a_model_that_eval_evaluates_on_the_held_out_goals(tmp_path):
     assert {"model", "random", "oracle"} <= set(results["agents"])
     goals = json.loads((tmp_path / "eval" / "results.json").read_text())["num_tasks"]
     assert goals == 8
+    # probe holds out the same goals (it used to take a split of its own without a dataset)
+    from eval.probe import ProbeConfig
+    from eval.probe import main as probe
+
+    held = probe(ProbeConfig(model=str(out), out=str(tmp_path / "probe"), num_tasks=8,
+                             episodes=2, steps_per_task=8, folds=2, progress=False))
+    assert held["tasks_from"].endswith("held-out task split")
+    from icl_rl.envs import make_env
+    from icl_rl.tasks import eval_tasks, model_task_meta
+
+    tasks, _ = eval_tasks(make_env("dark_room"), model_task_meta(model.config, None), 8, 0)
+    cells = make_env("dark_room").task_set().tolist()
+    assert {cells.index(t) for t in tasks.tolist()} <= set(split["test"])
+    with pytest.raises(IclRlError, match="is bernoulli_bandit data but the model was trained "
+                                         "for dark_room"):
+        probe(ProbeConfig(model=str(out), dataset=str(tmp_path / "bandit"), num_tasks=8,
+                          progress=False))
 
 
 def test_two_processes_train_with_averaged_gradients(tmp_path):
