@@ -461,7 +461,8 @@ action from with posterior sampling's given the same history (Bandits: P(arm is 
 exactly; dark gridworlds: the share of still-possible goals, keys or doors each action heads
 for, a fresh draw at every step; in mazes through the walls seen so far, unseen walls open).
 TV to the source is to the distribution the source learner would act with, fed the agent's own
-history. Agents that do not report their action distribution have no entry."""
+history (a posterior sampler, which never acts there, draws afresh at every step: its TV is the
+TV to posterior sampling). Agents that do not report their action distribution have no entry."""
 
 
 def searches(env: Env) -> bool:
