@@ -64,6 +64,8 @@ class GenerateConfig:
     """After writing, upload the folder to this Hub dataset repo (user/name)."""
     private: bool = False
     """Create the Hub repo as private."""
+    progress: bool = True
+    """Show a progress bar (main process only)."""
 
     def env_params(self) -> dict:
         """Env constructor arguments from the flat flags and --env-kwargs."""
@@ -80,7 +82,7 @@ class GenerateConfig:
     def identity(self) -> dict:
         """The fields that determine the bytes of the dataset."""
         d = dataclasses.asdict(self)
-        for k in ("out", "num_proc", "push_to_hub", "private"):
+        for k in ("out", "num_proc", "push_to_hub", "private", "progress"):
             d.pop(k)
         return d
 

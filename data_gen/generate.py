@@ -221,7 +221,7 @@ def main(config: GenerateConfig) -> Path:
     if group:
         log.info("rank %d of %d writes %d shards", rank, world, len(todo))
     bar = tqdm(total=sum(j.size for j in todo), unit="hist", desc=f"generate {config.learner}",
-               disable=rank != 0)
+               disable=rank != 0 or not config.progress)
     if config.num_proc == 1 or len(todo) <= 1:
         for job in todo:
             run_shard(config, job)

@@ -256,3 +256,18 @@ def test_train_tasks_restricts_the_training_distribution(tmp_path):
                    train_tasks=66))
     with pytest.raises(IclRlError, match="--train-tasks must be a positive integer"):
         main(small(tmp_path / "x", train_tasks=0))
+
+
+def test_progress_flag_hides_the_bar_and_is_not_part_of_the_dataset(tmp_path, capsys):
+    """Like every command, generate takes --no-progress; it does not change the dataset's
+    identity, so a rerun with the bar finds the dataset complete."""
+    from data_gen.config import GenerateConfig
+    from icl_rl.cli import main as cli_main
+
+    assert GenerateConfig(progress=False).identity() == GenerateConfig().identity()
+    out = str(tmp_path / "d")
+    cli_main(["generate", "--num-histories", "8", "--steps", "5", "--out", out, "--no-progress"])
+    assert "generate ucb" not in capsys.readouterr().err  # no bar
+    stamp = (tmp_path / "d" / "generate_config.json").read_text()
+    cli_main(["generate", "--num-histories", "8", "--steps", "5", "--out", out])
+    assert (tmp_path / "d" / "generate_config.json").read_text() == stamp
