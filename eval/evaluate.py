@@ -23,7 +23,13 @@ from eval.metrics import Context, compute_metrics, extras_for, metrics_for
 from eval.offline import check_sizes, offline
 from eval.report import add_to_model_card, log_to_wandb, plot, report
 from icl_rl.agents import OracleAgent
-from icl_rl.config import parse_config, parse_kwargs, require_positive, save_config
+from icl_rl.config import (
+    follows_progress,
+    parse_config,
+    parse_kwargs,
+    require_positive,
+    save_config,
+)
 from icl_rl.envs import Env, make_env
 from icl_rl.errors import IclRlError
 from icl_rl.io import atomic_write_text
@@ -77,6 +83,7 @@ def lookahead_depths(config: EvalConfig) -> list[int]:
     return depths
 
 
+@follows_progress
 def main(config: EvalConfig) -> dict:
     """Run the evaluation; returns the results dict (also written to results.json)."""
     validate(config)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from eval.config import ProbeConfig
-from icl_rl.config import parse_config, require_positive, save_config
+from icl_rl.config import follows_progress, parse_config, require_positive, save_config
 from icl_rl.errors import IclRlError
 from icl_rl.io import atomic_write_text
 
@@ -176,6 +176,7 @@ def probe_scores(x: np.ndarray, y: np.ndarray, kind: str, folds: int, buckets: i
             "buckets_ci95": [c for _, c in per_bucket]}
 
 
+@follows_progress
 def main(config: ProbeConfig) -> dict:
     """Run the model, replay it and its untrained twin, fit the probes; write the outputs."""
     from icl_rl.envs import make_env

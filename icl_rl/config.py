@@ -53,6 +53,29 @@ def parse_config(cls: type[C], argv: list[str] | None = None, prog: str | None =
     return cls(**kwargs)
 
 
+def follows_progress(main):
+    """Decorate a command's main(config): with `config.progress` off, transformers' own bars
+    (loading and writing weights) are off too for the call, so --no-progress silences the
+    command."""
+    import functools
+
+    @functools.wraps(main)
+    def wrapper(config, *args, **kwargs):
+        if getattr(config, "progress", True):
+            return main(config, *args, **kwargs)
+        from transformers.utils import logging as hf_logging
+
+        was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            return main(config, *args, **kwargs)
+        finally:
+            if was_on:
+                hf_logging.enable_progress_bar()
+
+    return wrapper
+
+
 def _add_field_docs(parser, cls) -> None:
     """Attach each field's attribute docstring as argparse help (a subclass's own docstring
     of a field wins over its base's)."""

@@ -60,3 +60,5 @@ class DemoConfig:
     """Held-out tasks in the evaluation."""
     seed: int = 0
     """Seed of everything."""
+    progress: bool = True
+    """Show the stages' progress bars."""

@@ -30,7 +30,7 @@ def main(config: DemoConfig) -> dict:
     data = generate(GenerateConfig(
         out=str(out / "dataset"), env="bernoulli_bandit", num_arms=config.num_arms,
         learner=config.learner, num_histories=config.num_histories, steps=config.steps,
-        seed=config.seed))
+        seed=config.seed, progress=config.progress))
     times["generate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     run = train(TrainConfig(
@@ -40,12 +40,13 @@ def main(config: DemoConfig) -> dict:
         batch_size=config.batch_size, max_steps=config.train_steps, lr=config.lr,
         warmup_steps=100, eval_every=max(1, config.train_steps // 5),
         save_every=max(1, config.train_steps // 3), seed=config.seed,
-        resume_from_checkpoint="auto"))
+        resume_from_checkpoint="auto", progress=config.progress))
     times["train_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     results = evaluate(EvalConfig(
         model=run["model_dir"], dataset=str(data), out=str(out / "eval"),
-        num_tasks=config.num_tasks, episodes=config.steps, seed=config.seed + 10_000))
+        num_tasks=config.num_tasks, episodes=config.steps, seed=config.seed + 10_000,
+        progress=config.progress))
     times["eval_s"] = time.perf_counter() - t0
     times["total_s"] = sum(times.values())
     agents = results["agents"]

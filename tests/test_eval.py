@@ -208,10 +208,11 @@ def test_split_picks_training_or_heldout_goals(trained, tmp_path):
         evaluate(EvalConfig(model=model_dir, split="heldout", out=str(tmp_path / "e")))
 
 
-def test_demo_end_to_end_small(tmp_path):
+def test_demo_end_to_end_small(tmp_path, capsys):
     res = demo(DemoConfig(out=str(tmp_path / "demo"), num_histories=200, steps=30,
                           train_steps=20, batch_size=8, hidden_size=32, num_layers=1,
-                          num_tasks=32))
+                          num_tasks=32, progress=False))
+    assert "it/s]" not in capsys.readouterr().err  # --no-progress reaches every stage
     for f in ("report.md", "summary.json", "eval/curves.png", "dataset/README.md",
               "run/model/config.json"):
         assert (tmp_path / "demo" / f).exists(), f

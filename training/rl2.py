@@ -36,6 +36,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from icl_rl.config import (
+    follows_progress,
     parse_config,
     parse_kwargs,
     require_positive,
@@ -298,6 +299,7 @@ def train_loop(config: RL2Config, out: Path, accelerator, model, optimizer, sche
     return iteration
 
 
+@follows_progress
 def main(config: RL2Config) -> dict:
     """Train; returns {"model_dir", "metrics": [...], "iterations", "env_steps"}."""
     from accelerate.utils import set_seed

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from icl_rl.config import (
+    follows_progress,
     parse_config,
     require_positive,
     save_config,
@@ -429,6 +430,7 @@ def save_model(config: TrainConfig, out: Path, accelerator, model, meta: dict,
     return model_dir
 
 
+@follows_progress
 def main(config: TrainConfig) -> dict:
     """Train; returns {"model_dir", "metrics": [...], "final_eval_loss", ...}."""
     from accelerate.utils import set_seed
