@@ -114,9 +114,17 @@ class PosteriorSampling(Learner):
         super().__init__(env, params)
         if not 0 <= self.params.epsilon <= 1:
             raise IclRlError(f"posterior_sampling: epsilon must be in [0, 1]: {self.params}")
-        if self.params.context_episodes and not self.context_episodes_supported:
+        k = self.params.context_episodes
+        if not isinstance(k, int) or k < 0:
+            raise IclRlError(f"posterior_sampling: context_episodes must be an integer >= 0, "
+                             f"got {k!r}")
+        if k and not self.context_episodes_supported:
             raise IclRlError(f"posterior_sampling: context_episodes is for dark_room and "
                              f"dark_room_hard, not {env.spec.name!r}")
+        if k and not self.params.per_step:
+            raise IclRlError("posterior_sampling: context_episodes models DPT's deployment (a "
+                             "fresh draw every step from a belief fixed during the episode); "
+                             "set per_step: true with it")
         self.env = env
         self.cells = env.cells()
         self.size = env.size
@@ -140,17 +148,6 @@ class GoalPosteriorSampling(PosteriorSampling):
 
     env_type = DarkRoom
     context_episodes_supported = True
-
-    def __init__(self, env: Env, params: PosteriorSamplingParams | None = None) -> None:
-        super().__init__(env, params)
-        k = self.params.context_episodes
-        if not isinstance(k, int) or k < 0:
-            raise IclRlError(f"posterior_sampling: context_episodes must be an integer >= 0, "
-                             f"got {k!r}")
-        if k and not self.params.per_step:
-            raise IclRlError("posterior_sampling: context_episodes models DPT's deployment (a "
-                             "fresh draw every step from a belief fixed during the episode); "
-                             "set per_step: true with it")
 
     def reset(self, n: int, generator: torch.Generator | None = None) -> None:
         """Uniform prior over every cell, goal unknown."""
@@ -194,7 +191,7 @@ class GoalPosteriorSampling(PosteriorSampling):
         if bool(torch.as_tensor(done).any()):  # episodes run in lockstep
             self.finished = [*self.finished, self.episode][-k:]
             self.episode = []
-            self.goal = HiddenCellBelief(len(self.goal.known), self.env.num_states)
+            self.goal = HiddenCellBelief(self.n, self.env.num_states)
             for landed, found in (s for episode in self.finished for s in episode):
                 self.goal.observe(landed, found)
 
