@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from icl_rl.config import normalize_lists
+from icl_rl.config import normalize_lists, parse_kwargs
+from icl_rl.errors import IclRlError
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,13 @@ class EvalConfig:
     Key-to-Door and mazes;
     bayes_optimal: Bernoulli bandits, the exact Bayes-optimal policy for the evaluation's
     horizon where its dynamic program fits, else the Gittins-index approximation, shown as
-    `gittins`; others: any learner name)."""
+    `gittins`; others: any learner name; LABEL=LEARNER runs a learner under another name,
+    e.g. to show it twice with different --baseline-kwargs: ucb,wide=ucb)."""
+    baseline_kwargs: str | None = None
+    """Hyperparameters of baselines, a JSON object keyed by their names (labels) in
+    --baselines, e.g. '{"ucb": {"c": 1.0}}' or '{"ps5": {"per_step": true,
+    "context_episodes": 5}}' (Dark Room: DPT's deployment rule with the exact posterior).
+    Default: each learner's own defaults; the source keeps the dataset's recorded ones."""
     improvement_k: int | None = None
     """Episodes averaged at each end for the in-context improvement (default: episodes // 10)."""
     seed: int = 12345
@@ -84,6 +91,38 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         normalize_lists(self, "baselines", "report_to", "offline_context", "lookahead")
+        self.baseline_specs()  # a bad label or kwargs object is refused before any work
+
+    def baseline_specs(self) -> dict[str, tuple[str, dict]]:
+        """label -> (learner name, its hyperparameters), from --baselines and
+        --baseline-kwargs; refuses duplicate or reserved labels and kwargs for no baseline."""
+        kwargs = parse_kwargs(self.baseline_kwargs, "--baseline-kwargs")
+        specs: dict[str, tuple[str, dict]] = {}
+        for b in self.baselines:
+            label, _, name = b.partition("=") if "=" in b else (b, "", b)
+            if not label or not name:
+                raise IclRlError(f"--baselines: {b!r} is not NAME or LABEL=LEARNER")
+            if label in specs or label == "model" or label.startswith("lookahead_"):
+                raise IclRlError(f"--baselines: the label {label!r} is "
+                                 + ("given twice" if label in specs else "the model's own")
+                                 + "; name the baseline LABEL=LEARNER with a new LABEL")
+            if name != label and name in ("oracle", "source"):
+                raise IclRlError(f"--baselines: {b!r}: {name} cannot be relabelled; "
+                                 f"write {name}")
+            specs[label] = (name, {})
+        for label, params in kwargs.items():
+            if label not in specs:
+                raise IclRlError(f"--baseline-kwargs: {label!r} is not among --baselines "
+                                 f"({', '.join(specs) or 'none'}); add it there, e.g. "
+                                 f"--baselines ...,{label}")
+            if not isinstance(params, dict):
+                raise IclRlError(f"--baseline-kwargs: the value for {label!r} must be a JSON "
+                                 f"object of hyperparameters, got {params!r}")
+            if specs[label][0] in ("oracle", "source") and params:
+                raise IclRlError(f"--baseline-kwargs: {label} takes no hyperparameters (the "
+                                 "source runs with the ones its dataset recorded)")
+            specs[label] = (specs[label][0], dict(params))
+        return specs
 
 
 @dataclass(frozen=True)

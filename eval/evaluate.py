@@ -121,27 +121,34 @@ def main(config: EvalConfig) -> dict:
                                episode_len=env.spec.episode_len,
                                reward_values=env.reward_values)
               for name, d in depth_of.items()}
-    for b in config.baselines:
-        if b == "oracle":
+    baselines = {}  # label -> (learner name, hyperparameters) of the baselines that run
+    for label, (name, params) in config.baseline_specs().items():
+        if name == "oracle":
             agents["oracle"] = OracleAgent(env)
-        elif b == "source":
+        elif name == "source":
             if learner is None:
                 log.warning("no source learner recorded; skipping the `source` baseline")
                 continue
             agents["source"] = make_learner(learner["name"], env, **learner["params"])
-        elif b in BANDIT_BASELINES and not env.has_expected_rewards:  # bandit learners
+        elif name in BANDIT_BASELINES and not env.has_expected_rewards:  # bandit learners
             continue
-        elif learner is not None and b == learner["name"] and "source" in agents:
+        elif (learner is not None and (name, params) == (learner["name"], {})
+              and label == name and "source" in agents):
             continue  # the source learner already runs, with its own hyperparameters
-        elif b == "posterior_sampling" and env.has_expected_rewards:
-            agents[b] = make_learner("thompson", env)  # a bandit's posterior sampling
-        elif b == "bayes_optimal":
+        elif name == "posterior_sampling" and env.has_expected_rewards:
+            agents[label] = make_learner("thompson", env, **params)  # a bandit's
+            baselines[label] = ("thompson", params)
+        elif name == "bayes_optimal":
             if not env.has_expected_rewards:
                 continue
-            agent = make_learner(b, env, horizon=steps)
-            agents[b if agent.exact else "gittins"] = agent  # exact, or the approximation
+            agent = make_learner(name, env, **{"horizon": steps, **params})
+            # exact, or the approximation (shown as gittins unless the user named it)
+            label = label if agent.exact or label != name else "gittins"
+            agents[label] = agent
+            baselines[label] = (name, {"horizon": steps, **params})
         else:
-            agents[b] = make_learner(b, env)
+            agents[label] = make_learner(name, env, **params)
+            baselines[label] = (name, params)
 
     results = {"model": str(config.model), "env": {"name": mc.env_name, "params": env.params()},
                "source_learner": learner, "num_tasks": config.num_tasks,
@@ -149,7 +156,10 @@ def main(config: EvalConfig) -> dict:
                "episode_len": env.spec.episode_len, "window": agents["model"].window,
                "action_selection": "greedy" if config.greedy else "sampled",
                "temperature": None if config.greedy else config.temperature,
-               "improvement_k": k, "seed": config.seed, "agents": {}}
+               "improvement_k": k, "seed": config.seed,
+               "baselines": {label: {"learner": name, "params": params}
+                             for label, (name, params) in baselines.items()},
+               "agents": {}}
     histories = {}
     batch = config.batch_size or config.num_tasks
     chunks = [range(s, min(s + batch, config.num_tasks)) for s in range(0, config.num_tasks,

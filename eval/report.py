@@ -57,7 +57,7 @@ def report(results: dict) -> str:
     return f"""# In-context evaluation
 
 - model: `{results['model']}` (trained for `{results['env']['name']}` {results['env']['params']})
-- source learner: `{results['source_learner']}`
+- source learner: `{results['source_learner']}`{baseline_settings(results)}
 - tasks: {results['num_tasks']} — {results['tasks_from']}
 - episodes per task: {results['episodes']} (episode length {results['episode_len']});
   {memory(results)}, actions {results['action_selection']}
@@ -67,6 +67,16 @@ def report(results: dict) -> str:
 
 {notes}
 {sections}"""
+
+
+def baseline_settings(results: dict) -> str:
+    """A line naming the baselines run under another name or with their own hyperparameters
+    (older results.json files have no such record: nothing)."""
+    shown = [f"{label} = `{b['learner']}` {b['params']}" if b["params"] else
+             f"{label} = `{b['learner']}`"
+             for label, b in results.get("baselines", {}).items()
+             if b["params"] or b["learner"] != label]
+    return "\n- baselines: " + "; ".join(shown) if shown else ""
 
 
 def plot(results: dict, path: Path, title: str | None = None) -> None:

@@ -251,3 +251,43 @@ def test_eval_numbers_do_not_depend_on_batch_size(trained, tmp_path):
                 assert np.allclose(v, other[a][k], rtol=1e-6, atol=1e-6), (a, k)
     assert c_full["model"]["kl_to_ps"] > 0
     assert full["model"]["final_regret"] != full["random"]["final_regret"]
+
+
+def test_baselines_take_labels_and_hyperparameters(trained, tmp_path):
+    """LABEL=LEARNER runs a learner twice; --baseline-kwargs sets a baseline's
+    hyperparameters, recorded in results.json and the report, with the same numbers as that
+    learner run under its own name."""
+    data, model_dir = trained
+
+    def run(name, baselines, kwargs):
+        return evaluate(EvalConfig(model=model_dir, dataset=str(data), num_tasks=64,
+                                   episodes=30, baselines=baselines, baseline_kwargs=kwargs,
+                                   progress=False, out=str(tmp_path / name)))
+
+    both = run("both", "oracle,ucb,wide=ucb", '{"wide": {"c": 4.0}}')
+    assert set(both["agents"]) == {"model", "oracle", "ucb", "wide"}
+    assert both["baselines"]["wide"] == {"learner": "ucb", "params": {"c": 4.0}}
+    assert both["baselines"]["ucb"] == {"learner": "ucb", "params": {}}
+    a = both["agents"]
+    assert a["wide"]["final_regret"] != a["ucb"]["final_regret"]  # c = 4 explores more
+    alone = run("alone", "ucb", {"ucb": {"c": 4.0}})  # a YAML file gives a mapping
+    assert alone["agents"]["ucb"]["final_regret"] == a["wide"]["final_regret"]
+    assert "- baselines: wide = `ucb` {'c': 4.0}" in (tmp_path / "both/report.md").read_text()
+    # a relabelled source learner runs beside the source (same learner, its own settings)
+    src = run("src", "source,ucb_again=ucb", None)
+    assert {"source", "ucb_again"} <= set(src["agents"])
+
+    for baselines, kwargs, match in [
+            ("ucb", '{"thompson": {}}', "'thompson' is not among --baselines"),
+            ("ucb,ucb", None, "label 'ucb' is given twice"),
+            ("ucb,model=thompson", None, "the model's own"),
+            ("best=oracle", None, "oracle cannot be relabelled"),
+            ("oracle", '{"oracle": {"c": 1}}', "oracle takes no hyperparameters"),
+            ("ucb", '{"ucb": 2}', "must be a JSON object"),
+            ("ucb", '{"ucb": ', "--baseline-kwargs: not valid JSON"),
+            ("=ucb", None, "is not NAME or LABEL=LEARNER")]:
+        with pytest.raises(IclRlError, match=match):
+            EvalConfig(model=model_dir, baselines=baselines, baseline_kwargs=kwargs)
+    with pytest.raises(IclRlError, match="learner 'ucb' does not take tau"):
+        run("bad", "ucb", '{"ucb": {"tau": 1}}')
+    assert not (tmp_path / "bad").exists()
