@@ -302,8 +302,11 @@ def _load_arrow(source: str | Path, split: str) -> pa.Table:
                              "truncates shards)") from None
     try:
         return pa.concat_tables(tables)
-    except pa.ArrowTypeError as e:
-        raise IclRlError(f"{source} [{split}]: shards disagree on the schema ({e})") from None
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as e:
+        first = str(e).strip().splitlines()[0]
+        raise IclRlError(f"{source} [{split}]: shards disagree on the schema ({first} ...); "
+                         "regenerate the dataset, or rewrite the odd shards with the others' "
+                         "column types") from None
 
 
 # The innermost value type each column must have, and how deeply it is nested in lists.
@@ -316,7 +319,8 @@ _TYPES = {"observations": (pa.types.is_floating, 2, "float"),
           "task_id": (pa.types.is_integer, 0, "int")}
 
 
-def _column(table: pa.Table, name: str, where: str) -> pa.Array:
+def _column(table: pa.Table, name: str, where: str) -> pa.ChunkedArray:
+    """A column, its type checked against `_TYPES` (chunks kept: one per shard or batch)."""
     if name not in table.column_names:
         raise IclRlError(
             f"{where}: column {name!r} is missing (has {table.column_names}); "
@@ -334,14 +338,14 @@ def _column(table: pa.Table, name: str, where: str) -> pa.Array:
     if t is None or not check(t):
         raise IclRlError(f"{where}: column {name!r} has type {col.type}, expected "
                          f"{'list of ' * depth}{what}; regenerate with `icl-rl generate`")
-    return pa.concat_arrays(col.chunks) if col.num_chunks != 1 else col.chunk(0)
+    return col
 
 
-def _rows(arr: pa.Array, name: str, where: str, length: int | None) -> tuple[np.ndarray, int]:
-    """Flatten a list column whose rows must all have the same length; returns (flat, length)."""
-    lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+def _row_length(arr: pa.ChunkedArray, name: str, where: str, length: int | None) -> int:
+    """The common length of a list column's rows (`length` if given); ragged rows refused."""
+    lengths = pc.list_value_length(arr).to_numpy()
     if len(lengths) == 0:
-        return np.zeros(0), length or 0
+        return length or 0
     want = int(lengths[0]) if length is None else length
     bad = np.nonzero(lengths != want)[0]
     if len(bad):
@@ -349,7 +353,24 @@ def _rows(arr: pa.Array, name: str, where: str, length: int | None) -> tuple[np.
             f"{where}: row {bad[0]} has {lengths[bad[0]]} entries in {name!r}, expected {want} "
             "(ragged histories); every history of a split must have the same number of steps"
         )
-    return arr.flatten().to_numpy(zero_copy_only=False), want
+    return want
+
+
+def _rows(col: pa.ChunkedArray, name: str, where: str, length: int | None,
+          dtype) -> tuple[np.ndarray, int]:
+    """A list column of scalars whose rows must all have the same length, flattened into one
+    new array of `dtype`; returns (flat values, length). Each chunk is converted straight into
+    its slice of the result: one copy, where concatenating the chunks and then casting made
+    two (a 100,000-history split is ~10 GB of such copies)."""
+    want = _row_length(col, name, where, length)
+    out = np.empty(len(col) * want, dtype=dtype)
+    i = 0
+    for chunk in col.chunks:
+        values = chunk.flatten().to_numpy(zero_copy_only=False)
+        with np.errstate(over="ignore"):  # a float64 beyond float32: inf, refused by the caller
+            out[i:i + len(values)] = values
+        i += len(values)
+    return out, want
 
 
 def load_histories(source: str | Path, split: str = "train") -> Histories:
@@ -391,20 +412,22 @@ def table_to_histories(table: pa.Table, meta: dict, source, split: str) -> Histo
     n = table.num_rows
     if n == 0:
         raise IclRlError(f"{where}: the split has no histories")
-    acts, t = _rows(_column(table, "actions", where), "actions", where, None)
-    rew, _ = _rows(_column(table, "rewards", where), "rewards", where, t)
-    dones, _ = _rows(_column(table, "dones", where), "dones", where, t)
+    acts, t = _rows(_column(table, "actions", where), "actions", where, None, np.int64)
+    rew, _ = _rows(_column(table, "rewards", where), "rewards", where, t, np.float32)
+    dones, _ = _rows(_column(table, "dones", where), "dones", where, t, bool)
     obs_col = _column(table, "observations", where)
-    _rows(obs_col, "observations", where, t)
+    _row_length(obs_col, "observations", where, t)
     obs_dim = meta.get("env", {}).get("spec", {}).get("obs_dim")
-    obs_arr = obs_col.flatten()
-    obs, obs_dim = _rows(obs_arr, "observations", where, obs_dim)
-    task_arr = _column(table, "task", where)
-    task, task_dim = _rows(task_arr, "task", where, None)
-    bad = np.nonzero(~np.isfinite(rew.astype(np.float64)))[0]
+    # one level down: a chunked column of per-step observation lists
+    obs_steps = pa.chunked_array([c.flatten() for c in obs_col.chunks], obs_col.type.value_type)
+    obs, obs_dim = _rows(obs_steps, "observations", where, obs_dim, np.float32)
+    task, task_dim = _rows(_column(table, "task", where), "task", where, None, np.float32)
+    bad = np.nonzero(~np.isfinite(rew))[0]  # as the model reads them: float32
     if len(bad):
+        value = pc.list_flatten(_column(table, "rewards", where))[int(bad[0])].as_py()
         raise IclRlError(
-            f"{where}: field 'rewards' has a non-finite value ({rew[bad[0]]}) in row "
+            f"{where}: field 'rewards' has a non-finite value ({value}"
+            f"{'' if not np.isfinite(value) else ', beyond float32'}) in row "
             f"{bad[0] // t}, step {bad[0] % t}; fix or drop that history"
         )
     num_actions = meta.get("env", {}).get("spec", {}).get("num_actions")
@@ -416,17 +439,18 @@ def table_to_histories(table: pa.Table, meta: dict, source, split: str) -> Histo
         )
     opt = None
     if "optimal_actions" in table.column_names:
-        o, _ = _rows(_column(table, "optimal_actions", where), "optimal_actions", where, t)
-        opt = torch.from_numpy(o.astype(np.int64)).reshape(n, t)
+        o, _ = _rows(_column(table, "optimal_actions", where), "optimal_actions", where, t,
+                     np.int64)
+        opt = torch.from_numpy(o).reshape(n, t)
     task_ids = (torch.from_numpy(_column(table, "task_id", where).to_numpy().astype(np.int64))
                 if "task_id" in table.column_names else torch.arange(n))
     check_task_split(meta, split.split(",")[0], task_ids, where)
     history = History(
-        observations=torch.from_numpy(obs.astype(np.float32)).reshape(n, t, obs_dim),
-        actions=torch.from_numpy(acts.astype(np.int64)).reshape(n, t),
-        rewards=torch.from_numpy(rew.astype(np.float32)).reshape(n, t),
-        dones=torch.from_numpy(dones.astype(bool)).reshape(n, t),
-        tasks=torch.from_numpy(task.astype(np.float32)).reshape(n, task_dim),
+        observations=torch.from_numpy(obs).reshape(n, t, obs_dim),
+        actions=torch.from_numpy(acts).reshape(n, t),
+        rewards=torch.from_numpy(rew).reshape(n, t),
+        dones=torch.from_numpy(dones).reshape(n, t),
+        tasks=torch.from_numpy(task).reshape(n, task_dim),
         optimal_actions=opt,
     )
     return Histories(history, task_ids, meta, str(source))

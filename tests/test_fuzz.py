@@ -166,3 +166,38 @@ def test_train_config_fuzz(context, hidden, heads, batch, steps, lr, schedule, r
                       warmup_steps=warmup)
     with contextlib.suppress(IclRlError):
         validate_train(cfg)
+
+
+def test_errors_name_the_row_across_shards_and_float32_overflow(tmp_path):
+    """A split read from several shards names a bad row by its index in the split; a float64
+    reward beyond float32's range (what the model reads) is refused, not turned into inf."""
+    folder = generate(GenerateConfig(out=str(tmp_path / "d"), env="dark_room", learner="random",
+                                     num_histories=40, steps=20, shard_size=8,
+                                     heldout_fraction=0.25))
+    shards = sorted(Path(folder).glob("data/train-*.parquet"))
+    assert len(shards) > 1
+    first = pq.read_table(shards[0]).num_rows
+    second = pq.read_table(shards[1])
+    pq.write_table(_set_row(second, "actions", 2, second.column("actions")[2].as_py()[:5]),
+                   shards[1])
+    with pytest.raises(IclRlError, match=f"row {first + 2} has 5 entries in 'actions'"):
+        load_histories(folder, "train")
+    pq.write_table(second, shards[1])
+    def widened(table):  # rewards stored as float64
+        i = table.column_names.index("rewards")
+        return table.set_column(i, "rewards", pc.cast(table.column("rewards"),
+                                                      pa.list_(pa.float64())))
+
+    pq.write_table(widened(second), shards[1])  # one shard of another schema
+    with pytest.raises(IclRlError, match=r"shards disagree on the schema \(Schema at index 1"):
+        load_histories(folder, "train")
+    for shard in shards:
+        pq.write_table(widened(pq.read_table(shard)), shard)
+    wide = pq.read_table(shards[1])
+    rewards = wide.column("rewards").to_pylist()
+    rewards[3][7] = 1e300
+    pq.write_table(wide.set_column(wide.column_names.index("rewards"), "rewards",
+                                   pa.array(rewards, pa.list_(pa.float64()))), shards[1])
+    with pytest.raises(IclRlError, match=rf"non-finite value \(1e\+300, beyond float32\) in "
+                                         rf"row {first + 3}, step 7"):
+        load_histories(folder, "train")
