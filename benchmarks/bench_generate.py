@@ -1,4 +1,6 @@
-"""Generation speed: rollout transitions/s and end-to-end `generate` (parquet written) per s.
+"""Generation speed: rollout transitions/s and end-to-end `generate` (parquet written) per s,
+and reading the dataset back (`load_histories`: parquet to validated tensors, as training and
+eval read it) per s.
 
 `python -m benchmarks.bench_generate [--quick]` prints JSON.
 """
@@ -17,6 +19,7 @@ import torch
 from benchmarks.common import emit, machine, median_time, peak_rss_mb
 from data_gen.generate import GenerateConfig
 from data_gen.generate import main as generate
+from icl_rl.dataset import load_histories
 from icl_rl.envs import make_env
 from icl_rl.learners import make_learner
 from icl_rl.rollout import rollout
@@ -41,7 +44,7 @@ def bench_rollout(env_name: str, learner: str, tasks: int, steps: int, repeats: 
 def bench_generate(env_name: str, learner: str, tasks: int, steps: int, repeats: int,
                    **env_kw) -> dict:
     """Transitions per second of `generate` end to end: rollout + parquet shards + card."""
-    times = []
+    times, reads = [], []
     for r in range(repeats + 1):
         out = Path(tempfile.mkdtemp()) / "ds"
         cfg = GenerateConfig(out=str(out), env=env_name, learner=learner, num_histories=tasks,
@@ -51,11 +54,16 @@ def bench_generate(env_name: str, learner: str, tasks: int, steps: int, repeats:
         generate(cfg)
         if r:  # the first run warms up imports and caches
             times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            load_histories(out, "train")
+            reads.append(time.perf_counter() - t0)
         size = sum(p.stat().st_size for p in out.rglob("*.parquet"))
         shutil.rmtree(out.parent)
     t = sorted(times)[len(times) // 2]
+    read = sorted(reads)[len(reads) // 2]
     return {"env": env_name, "learner": learner, "tasks": tasks, "steps": steps, "seconds": t,
-            "transitions_per_s": tasks * steps / t, "parquet_mb": size / 2**20}
+            "transitions_per_s": tasks * steps / t, "parquet_mb": size / 2**20,
+            "read_seconds": read, "read_transitions_per_s": tasks * steps / read}
 
 
 def run(quick: bool = False) -> dict:
