@@ -24,6 +24,9 @@ class SweepConfig:
     only: list[str] = dataclasses.field(default_factory=list)
     """Variants to run now, space- or comma-separated (default: all); the summary covers every
     finished one."""
+    progress: bool = True
+    """Show the stages' progress bars (--no-progress: none, whatever the sweep file says; not
+    part of a variant's settings, so it never makes a finished variant count as changed)."""
 
     def __post_init__(self) -> None:
         normalize_lists(self, "only")

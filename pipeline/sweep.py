@@ -53,6 +53,8 @@ STAGES = {"generate": GenerateConfig, "train": TrainConfig, "eval": EvalConfig,
 # set by the sweep for every variant; a sweep file may not set them
 WIRED = {"generate": ("out",), "train": ("dataset", "out", "resume_from_checkpoint"),
          "eval": ("model", "dataset", "out"), "rl2": ("out", "resume_from_checkpoint")}
+# options that change how a stage shows its work, not its results: never compared
+DISPLAY = ("progress",)
 # the two ways to an in-context learner a variant may run, and the stages of each
 PIPELINES = {"ad": ("generate", "train", "eval"), "rl2": ("rl2", "eval")}
 
@@ -139,6 +141,7 @@ def plan(config: SweepConfig) -> tuple[Path, list[Variant]]:
         raise IclRlError(f"{path}: `variants` must map variant names to overrides, e.g. "
                          "{full: {}, short: {train: {context: 8}}}")
     base = {s: _stage_dict(spec.get(s), path, s, s) for s in STAGES}
+    quiet = {} if config.progress else {"progress": False}  # --no-progress over the file
     result = []
     for name, over in variants.items():
         name = str(name)
@@ -155,26 +158,28 @@ def plan(config: SweepConfig) -> tuple[Path, list[Variant]]:
         if by_rl:
             run = out / name / "rl2"
             variant.rl2 = _build("rl2", merged["rl2"], {"out": str(run),
-                                                        "resume_from_checkpoint": "auto"},
-                                 path, where)
+                                                        "resume_from_checkpoint": "auto",
+                                                        **quiet}, path, where)
             variant.rl2_eval = _build("eval", merged["eval"], {
                 "model": str(run / "model"), "dataset": None,
-                "out": str(out / name / "rl2_eval")}, path, where)
+                "out": str(out / name / "rl2_eval"), **quiet}, path, where)
             validate_rl2(variant.rl2)
             validate_eval(variant.rl2_eval)
         if not ad:
             result.append(variant)
             continue
-        gen = _build("generate", merged["generate"], {"out": ""}, path, where)
+        gen = _build("generate", merged["generate"], {"out": "", **quiet}, path, where)
         # None-valued options left out: an option added later (default None) keeps the name
         data = out / "datasets" / _digest({k: v for k, v in gen.identity().items()
                                            if v is not None})
         gen = dataclasses.replace(gen, out=str(data))
         run = out / name / "run"
         tr = _build("train", merged["train"], {"dataset": str(data), "out": str(run),
-                                               "resume_from_checkpoint": "auto"}, path, where)
+                                               "resume_from_checkpoint": "auto", **quiet},
+                    path, where)
         ev = _build("eval", merged["eval"], {"model": str(run / "model"), "dataset": str(data),
-                                             "out": str(out / name / "eval")}, path, where)
+                                             "out": str(out / name / "eval"), **quiet},
+                    path, where)
         validate_generate(gen)
         validate_train(tr)
         validate_eval(ev)
@@ -202,7 +207,7 @@ def same_settings(old: dict, new: dict) -> bool:
     for stage, cls in STAGES.items():
         fields = {f.name: f for f in dataclasses.fields(cls)}
         a, b = old.get(stage, {}), new.get(stage, {})
-        for k in (set(a) | set(b)) - set(WIRED[stage]):
+        for k in (set(a) | set(b)) - set(WIRED[stage]) - set(DISPLAY):
             f = fields.get(k)
             default = (None if f is None else f.default_factory()
                        if f.default is dataclasses.MISSING else f.default)

@@ -75,6 +75,22 @@ def test_edited_finished_variant_is_refused(tmp_path):
         sweep.main(SweepConfig(sweep=edited))
 
 
+def test_no_progress_silences_every_stage_and_is_not_a_setting(tmp_path, capsys):
+    """--no-progress turns off the bars the sweep file left on; a finished variant rerun with
+    bars on (or off) is kept, not refused as changed."""
+    loud = {**BASE, "train": {**BASE["train"], "progress": True},
+            "eval": {**BASE["eval"], "progress": True}}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"out": str(tmp_path / "out"), **loud,
+                                    "variants": {"full": {}}}))
+    sweep.main(SweepConfig(sweep=str(path), progress=False))
+    err = capsys.readouterr().err
+    assert "it/s]" not in err and "hist/s]" not in err and "step/s]" not in err
+    kept = (tmp_path / "out/full/eval/results.json").read_bytes()
+    sweep.main(SweepConfig(sweep=str(path)))  # bars on now: the same settings, kept
+    assert (tmp_path / "out/full/eval/results.json").read_bytes() == kept
+
+
 def test_variant_from_an_older_version_is_kept(tmp_path, monkeypatch):
     """A finished variant stamped before an option existed (its stamp lacks the option, the
     run used its default) is kept, not refused or rerun; an edited option still is refused."""
