@@ -42,9 +42,12 @@ from icl_rl.io import atomic_write_text
 log = logging.getLogger(__name__)
 
 
-def targets_for(env, h, keep: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
+def targets_for(env, h, keep: np.ndarray, true_probs: np.ndarray | None = None
+                ) -> dict[str, tuple[np.ndarray, str]]:
     """Probe targets at the kept steps [S] of histories h: name -> (values [N, S, m], kind)
-    with kind "regression" or "classification" (m = 1, integer labels)."""
+    with kind "regression" or "classification" (m = 1, integer labels). `true_probs`
+    [N, T, 4]: a two-step task's payoff probabilities before each step (they move, so the
+    task alone does not give them)."""
     from icl_rl import bayes
     from icl_rl.envs import BernoulliBandit, GaussianBandit
 
@@ -73,6 +76,14 @@ def targets_for(env, h, keep: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
         out["best_arm_entropy"] = (-(best * np.log(best)).sum(-1, keepdims=True), "regression")
         out["true_means"] = (h.tasks.double()[:, None].expand(n, len(keep), k).numpy(),
                              "regression")
+    elif getattr(env, "is_two_step", False):
+        post = bayes.two_step_posteriors(env, h.observations, h.actions, h.rewards)
+        out["reward_prob_posterior"] = (post["reward_prob_mean"][:, keep], "regression")
+        if "good_state" in post:  # switch dynamics: which second-stage state pays
+            out["good_state_posterior"] = (post["good_state"][:, keep, None], "regression")
+        if true_probs is not None:
+            out["true_reward_probs"] = (np.asarray(true_probs, dtype=np.float64)[:, keep],
+                                        "regression")
     elif posteriors := bayes.hidden_cell_posteriors(env, h.tasks, h.observations, h.actions,
                                                      h.rewards, h.dones):
         for name, (posterior, true) in posteriors.items():
@@ -87,7 +98,7 @@ def targets_for(env, h, keep: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
     else:
         raise IclRlError(f"icl-rl probe: no posterior targets for {env.spec.name}; probes "
                          "exist for bernoulli_bandit, gaussian_bandit, dark_room, "
-                         "dark_room_hard, dark_key_to_door, dark_maze")
+                         "dark_room_hard, dark_key_to_door, dark_maze, two_step")
     return out
 
 
@@ -199,18 +210,25 @@ def main(config: ProbeConfig) -> dict:
     episodes = config.episodes or (mc.max_context if env.spec.episode_len == 1 else 20)
     steps = episodes * env.spec.episode_len
     keep = np.unique(np.linspace(0, steps - 1, min(config.steps_per_task, steps)).astype(int))
-    parts = []
+    parts, moving = [], []  # moving: a two-step task's probabilities before each step
+    two_step = getattr(env, "is_two_step", False)
     for s in range(0, config.num_tasks, config.batch_size):
         idx = range(s, min(s + config.batch_size, config.num_tasks))
+        after = []
         parts.append(rollout(env, ModelAgent(model), tasks[idx.start:idx.stop], steps,
                              env_generator=TaskGenerators.for_tasks(config.seed, 1, idx),
-                             agent_generator=TaskGenerators.for_tasks(config.seed, 2, idx)))
+                             agent_generator=TaskGenerators.for_tasks(config.seed, 2, idx),
+                             on_step=(lambda _t, a=after: a.append(env.p.reshape(-1, 4)
+                                                                    .clone()))
+                             if two_step else None))
+        if two_step:
+            moving.append(torch.stack([tasks[idx.start:idx.stop], *after[:-1]], dim=1))
     h = History.cat(parts)
     torch.manual_seed(config.seed)
     untrained = type(model)(mc).eval()
     features = {"trained": replay_features(model, h, keep, config.batch_size),
                 "untrained": replay_features(untrained, h, keep, config.batch_size)}
-    targets = targets_for(env, h, keep)
+    targets = targets_for(env, h, keep, torch.cat(moving).numpy() if moving else None)
     rng = np.random.default_rng(config.seed)
     shuffle = rng.permutation(config.num_tasks)
     layers = features["trained"].shape[2]

@@ -1054,6 +1054,94 @@ def maze_reference_probs(observations: Tensor, actions: Tensor, rewards: Tensor,
 # -- comparing action distributions ---------------------------------------------------------------
 
 
+# -- the two-step task -------------------------------------------------------------------
+# The probabilities p[state, action] that pay the second stage are hidden and move between
+# trials. Stage-1 transitions say nothing about them; a trial's stage-2 state, action and
+# reward inform only that one of the four. The beliefs below are those before each step
+# (the model's state at step t has seen the steps before it).
+
+
+def _two_step_trials(observations: Tensor, actions: Tensor, rewards: Tensor
+                     ) -> tuple[Tensor, Tensor, Tensor]:
+    """(stage-2 state index 0/1, stage-2 action, reward) of each trial, each [N, K]; histories
+    must start at a trial's first stage and hold whole trials."""
+    if observations.dim() == 3:
+        observations = observations[..., 0]
+    n, t = actions.shape
+    if t % 2 or observations.shape != (n, t) or rewards.shape != (n, t):
+        raise IclRlError(f"two-step posterior: need whole trials of 2 steps, got observations "
+                         f"{tuple(observations.shape)}, actions {tuple(actions.shape)}")
+    first = observations[:, 0::2]
+    if bool((first != 0).any()):
+        raise IclRlError("two-step posterior: every trial must start at stage 1 "
+                         "(observation 0 at even steps)")
+    state = observations[:, 1::2].long() - 1  # [N, K] in {0, 1}
+    return state, actions[:, 1::2].long(), rewards[:, 1::2].double()
+
+
+def _reflected_kernel(grid: np.ndarray, sd: float, low: float, high: float) -> np.ndarray:
+    """P(next grid point | grid point) [G, G] of a Gaussian step of sd `sd` reflected into
+    [low, high], as the env moves each probability (every preimage of a point summed)."""
+    from scipy.stats import norm
+
+    if sd == 0:
+        return np.eye(len(grid))
+    span = high - low
+    x, y = grid[:, None], grid[None, :]
+    density = sum(norm.pdf(y + 2 * m * span - x, scale=sd)
+                  + norm.pdf(2 * low - y + 2 * m * span - x, scale=sd) for m in (-1, 0, 1))
+    return density / density.sum(1, keepdims=True)
+
+
+def two_step_posteriors(env, observations: Tensor, actions: Tensor, rewards: Tensor,
+                        grid_points: int = 201) -> dict[str, np.ndarray]:
+    """The Bayesian observer's beliefs about a two-step task before every step.
+
+    Always "reward_prob_mean" [N, T, 4]: the posterior means of p[state 1, action 0],
+    p[1, 1], p[2, 0], p[2, 1] (the task layout). `switch` dynamics add "good_state" [N, T]:
+    P(state 1 is the good one), exact (a two-state hidden Markov filter). `drift` dynamics: the
+    four probabilities are independent a priori (uniform on [low, high]), move independently
+    (reflected Gaussian steps) and each trial informs one of them, so the posterior is four
+    one-dimensional filters, each on a grid of `grid_points` values (exact but for the grid).
+    """
+    state, action, reward = _two_step_trials(observations, actions, rewards)
+    n, k = state.shape
+    arm = (2 * state + action).numpy()  # [N, K] which of the four a trial informs
+    r = reward.numpy()
+    out = np.empty((n, k, 4))  # belief before trial j
+    if env.dynamics == "switch":
+        good = np.full(n, 0.5)  # P(state 1 good)
+        hi, q = env.high_p, env.switch_prob
+        gs = np.empty((n, k))
+        for j in range(k):
+            gs[:, j] = good
+            in_one = state[:, j].numpy() == 0
+            p_if_one = np.where(in_one, hi, 1 - hi)  # P(pay | state 1 good) where it was
+            like_one = np.where(r[:, j] > 0, p_if_one, 1 - p_if_one)
+            like_two = np.where(r[:, j] > 0, 1 - p_if_one, p_if_one)
+            good = good * like_one / (good * like_one + (1 - good) * like_two)
+            good = good * (1 - q) + (1 - good) * q  # the swap after the trial
+        mean_one = gs * hi + (1 - gs) * (1 - hi)
+        out[..., 0] = out[..., 1] = mean_one
+        out[..., 2] = out[..., 3] = 1 - mean_one
+        result = {"good_state": np.repeat(gs, 2, axis=1)}
+    else:
+        span = env.high - env.low  # cell midpoints: the posterior mean by the midpoint rule
+        grid = env.low + (np.arange(grid_points) + 0.5) * span / grid_points
+        kernel = _reflected_kernel(grid, env.drift_sd, env.low, env.high)
+        belief = np.full((n, 4, grid_points), 1 / grid_points)
+        rows = np.arange(n)
+        for j in range(k):
+            out[:, j] = belief @ grid
+            b = belief[rows, arm[:, j]]  # [N, G]
+            b = b * np.where(r[:, j, None] > 0, grid, 1 - grid)
+            belief[rows, arm[:, j]] = b / b.sum(1, keepdims=True)
+            belief = belief @ kernel  # every probability moves after the trial
+        result = {}
+    result["reward_prob_mean"] = np.repeat(out, 2, axis=1)  # both steps of a trial
+    return result
+
+
 def kl_divergence(p: Tensor, q: Tensor, eps: float = 1e-6) -> Tensor:
     """KL(p || q) in nats over the last axis (tensors [..., A] -> [...]).
 

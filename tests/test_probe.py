@@ -119,3 +119,29 @@ def test_probe_command_writes_scores_per_layer_with_controls(tmp_path):
     assert (tmp_path / "p" / "probe.png").exists()
     with pytest.raises(IclRlError, match="--folds must be >= 2"):
         probe(ProbeConfig(model=str(tmp_path / "m"), folds=1))
+
+
+@pytest.mark.parametrize("dynamics", ["drift", "switch"])
+def test_probe_on_the_two_step_task(tmp_path, dynamics):
+    """The two-step task's targets: the Bayesian observer's payoff probabilities (and, with
+    switching, P(state 1 is good)) and the true, moving probabilities before each step."""
+    env = make_env("two_step", dynamics=dynamics)
+    meta = {"name": "two_step", "params": env.params(),
+            "spec": {"obs_dim": 1, "num_actions": 2, "episode_len": 2, "obs_levels": [3]}}
+    torch.manual_seed(0)
+    model = build_model("ad", meta, {"hidden_size": 16, "num_layers": 2, "num_heads": 2},
+                        max_context=40)
+    model.save_pretrained(tmp_path / "m")
+    res = probe(ProbeConfig(model=str(tmp_path / "m"), out=str(tmp_path / "p"), num_tasks=12,
+                            episodes=20, steps_per_task=10, batch_size=5, folds=3, buckets=2,
+                            progress=False))
+    want = {"reward_prob_posterior", "true_reward_probs"}
+    assert set(res["targets"]) == want | ({"good_state_posterior"} if dynamics == "switch"
+                                          else set())
+    h = histories(env, "two_step_mb", 8, 40)
+    keep = np.array([0, 1, 20, 39])
+    t = targets_for(env, h, keep)
+    post = t["reward_prob_posterior"][0]
+    assert post.shape == (8, 4, 4) and np.allclose(post[:, 0], 0.5, atol=1e-3)  # the prior
+    assert np.allclose(post[:, 0], post[:, 1])  # a stage-1 transition says nothing
+    assert not np.allclose(post[:, 3], 0.5, atol=1e-3)

@@ -111,3 +111,88 @@ def test_bad_settings_and_learner_env_pairs():
         make_learner("two_step_mb", make_env("bernoulli_bandit"))
     with pytest.raises(IclRlError, match="lr"):
         make_learner("two_step_mf", make_env("two_step"), lr=0)
+
+
+def test_switch_posterior_equals_enumerating_every_swap_path():
+    """P(state 1 good) before each trial against the sum over all 2^K good-state paths."""
+    import itertools
+
+    from icl_rl.bayes import two_step_posteriors
+
+    env, h = run("random", n=6, trials_=7, dynamics="switch", seed=3)
+    got = two_step_posteriors(env, h.observations, h.actions, h.rewards)
+    state = h.observations[:, 1::2, 0].long() - 1
+    r = h.rewards[:, 1::2]
+    hi, q = env.high_p, env.switch_prob
+    for i in range(6):
+        for j in range(7):  # belief before trial j: paths over trials 0..j, rewards 0..j-1
+            num = den = 0.0
+            for path in itertools.product((0, 1), repeat=j + 1):  # 0: state 1 good
+                w = 0.5
+                for m in range(j + 1):
+                    if m:
+                        w *= q if path[m] != path[m - 1] else 1 - q
+                    if m < j:
+                        pay = hi if int(state[i, m]) == path[m] else 1 - hi
+                        w *= pay if r[i, m] > 0 else 1 - pay
+                den += w
+                num += w * (path[j] == 0)
+            assert got["good_state"][i, 2 * j] == pytest.approx(num / den, abs=1e-12)
+            assert got["good_state"][i, 2 * j + 1] == got["good_state"][i, 2 * j]
+            mean_one = got["reward_prob_mean"][i, 2 * j, 0]
+            assert mean_one == pytest.approx(num / den * hi + (1 - num / den) * (1 - hi))
+
+
+def test_drift_posterior_filter():
+    """Without drift each probability's posterior is the uniform prior on [low, high] times
+    the Bernoulli likelihood (quadrature); with drift the grid kernel is the env's own move;
+    and the filter tracks the moving probabilities better than the prior does."""
+    from scipy.integrate import quad
+
+    from icl_rl.bayes import _reflected_kernel, two_step_posteriors
+
+    env, h = run("random", n=4, trials_=60, drift_sd=0.0, seed=5)
+    got = two_step_posteriors(env, h.observations, h.actions, h.rewards)["reward_prob_mean"]
+    # the belief before the last trial has seen every trial but that one
+    arm = (2 * (h.observations[:, 1::2, 0].long() - 1) + h.actions[:, 1::2]).numpy()[:, :-1]
+    r = h.rewards[:, 1::2].numpy()[:, :-1]
+    for i in range(4):
+        for a in range(4):
+            s = int(((arm[i] == a) & (r[i] > 0)).sum())
+            f = int(((arm[i] == a) & (r[i] == 0)).sum())
+            z = quad(lambda p, s=s, f=f: p**s * (1 - p) ** f, env.low, env.high)[0]
+            mean = quad(lambda p, s=s, f=f: p ** (s + 1) * (1 - p) ** f, env.low, env.high)[0]
+            assert got[i, -1, a] == pytest.approx(mean / z, abs=1e-4)
+    # the kernel against the env's reflected step, from a point near the edge
+    env = make_env("two_step")
+    grid = env.low + (np.arange(101) + 0.5) * 0.5 / 101
+    kernel = _reflected_kernel(grid, env.drift_sd, env.low, env.high)
+    start = grid[3]
+    env.reset(torch.full((200_000, 4), start, dtype=torch.float32),
+              torch.Generator().manual_seed(0))
+    env._move()
+    moved = env.p.reshape(-1).double().numpy()
+    hist = np.histogram(moved, bins=np.linspace(env.low, env.high, 102))[0] / moved.size
+    assert np.abs(hist - kernel[3]).max() < 0.01
+    # with drift: closer to the true probabilities than the prior mean, on 256 tasks
+    env = make_env("two_step")
+    tasks = env.sample_tasks(256, torch.Generator().manual_seed(7))
+    truth = []
+    h = rollout(env, make_learner("random", env), tasks, 400,
+                env_generator=torch.Generator().manual_seed(8),
+                agent_generator=torch.Generator().manual_seed(9),
+                on_step=lambda _t: truth.append(env.p.reshape(-1, 4).clone()))
+    before = torch.stack([tasks] + truth[:-1], dim=1).numpy()  # p before each step
+    post = two_step_posteriors(env, h.observations, h.actions, h.rewards)["reward_prob_mean"]
+    static = two_step_posteriors(make_env("two_step", drift_sd=0.0), h.observations,
+                                 h.actions, h.rewards)["reward_prob_mean"]  # drift ignored
+    late = slice(200, None)
+
+    def mse(estimate):
+        return float(((estimate[:, late] - before[:, late]) ** 2).mean())
+
+    assert mse(post) < 0.7 * mse(np.full_like(post, 0.5)) and mse(post) < 0.95 * mse(static)
+    for sd in (0.0125, 0.05):  # the env's own drift (0.025) is the best model of it
+        other = two_step_posteriors(make_env("two_step", drift_sd=sd), h.observations,
+                                    h.actions, h.rewards)["reward_prob_mean"]
+        assert mse(post) < mse(other)
