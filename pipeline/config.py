@@ -46,7 +46,7 @@ class DemoConfig:
     """Learning histories generated (10% held out)."""
     steps: int = 200
     """Pulls per history; also the model's context and the evaluation horizon."""
-    train_steps: int = 1200
+    train_steps: int = 800
     """Optimizer steps."""
     batch_size: int = 32
     """Windows per batch."""
