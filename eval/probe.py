@@ -145,6 +145,9 @@ def probe_scores(x: np.ndarray, y: np.ndarray, kind: str, folds: int, buckets: i
     """Cross-validated (by task) scores of a linear probe from x [N, S, d] to y [N, S, m]:
     R^2 (regression, pooled over outputs) or accuracy; overall and per step bucket, each with
     a 95% bootstrap CI over tasks."""
+    import warnings
+
+    from scipy.linalg import LinAlgWarning
     from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
     from sklearn.model_selection import GroupKFold
     from sklearn.preprocessing import StandardScaler
@@ -163,7 +166,11 @@ def probe_scores(x: np.ndarray, y: np.ndarray, kind: str, folds: int, buckets: i
                 # fold's training rows (at most 4,096 of them): then one plain fit per fold
                 sub = np.random.default_rng(seed).permutation(len(train))[:4096]
                 alpha = RidgeCV(alphas=np.logspace(-3, 3, 7)).fit(a[sub], yf[train][sub]).alpha_
-            fit = Ridge(alpha=alpha).fit(a, yf[train])
+            with warnings.catch_warnings():  # near-collinear features (a layer whose units
+                # move together) make the solve ill-conditioned; the held-out score says
+                # what the fit is worth, so the warning adds only noise to the console
+                warnings.simplefilter("ignore", LinAlgWarning)
+                fit = Ridge(alpha=alpha).fit(a, yf[train])
             pred[test] = fit.predict(b).reshape(len(test), -1)
         else:
             labels = yf[train, 0]
