@@ -682,6 +682,35 @@ def prob_best_normal(mean, std) -> np.ndarray:
 # -- references along recorded histories ---------------------------------------------------------
 
 
+def prob_best_uniform_normal(counts, sums, noise_std: float, low: float = 0.0,
+                             high: float = 1.0, grid_points: int = 2001,
+                             chunk: int = 2048) -> np.ndarray:
+    """P(arm is best | pulls) [..., K] for Gaussian rewards of known `noise_std` whose arm
+    means are independent U[low, high] a priori (the DPT paper's bandits,
+    `gaussian_bandit` with `means: uniform`): each arm's posterior is a normal truncated to
+    [low, high] (the prior where an arm is unpulled). Exact but for the midpoint grid of
+    `grid_points` values; rows are done `chunk` at a time ([chunk, K, grid] floats)."""
+    counts, sums = np.asarray(counts, dtype=np.float64), np.asarray(sums, dtype=np.float64)
+    if counts.shape != sums.shape or counts.ndim < 1:
+        raise IclRlError(f"prob_best_uniform_normal: counts {counts.shape} and sums "
+                         f"{sums.shape} must share a shape [..., K]")
+    lead, k = counts.shape[:-1], counts.shape[-1]
+    counts, sums = counts.reshape(-1, k), sums.reshape(-1, k)
+    mu = low + (np.arange(grid_points) + 0.5) * (high - low) / grid_points  # [G]
+    out = np.empty_like(counts)
+    for s in range(0, len(counts), chunk):
+        n, total = counts[s:s + chunk, :, None], sums[s:s + chunk, :, None]  # [B, K, 1]
+        mean = np.divide(total, n, out=np.zeros_like(total), where=n > 0)
+        logf = -n * (mu - mean) ** 2 / (2 * noise_std**2)  # [B, K, G]
+        f = np.exp(logf - logf.max(-1, keepdims=True))
+        f /= f.sum(-1, keepdims=True)
+        cdf = np.cumsum(f, -1) - f / 2  # P(mean_j < grid point), midpoint rule
+        others = np.prod(cdf, axis=1, keepdims=True) / np.where(cdf > 0, cdf, 1)
+        p = (f * np.where(cdf > 0, others, 0)).sum(-1)
+        out[s:s + chunk] = p / p.sum(-1, keepdims=True)
+    return out.reshape(*lead, k)
+
+
 def _check_history(actions: Tensor, rewards: Tensor, num_arms: int, owner: str) -> None:
     if actions.ndim != 2 or rewards.shape != actions.shape:
         raise IclRlError(f"{owner}: actions and rewards must both be [N, T], got "

@@ -403,3 +403,31 @@ def test_gittins_policy_is_close_to_bayes_optimal():
     best = BernoulliBayesOptimal(2, 100).value()
     gittins = expected_total_reward(GittinsPolicy(2, 100).action_probs, 2, 100)
     assert best * 0.995 <= gittins <= best + 1e-9
+
+
+def test_prob_best_under_a_uniform_prior_matches_sampling():
+    """P(best arm) for Gaussian rewards and U[0, 1] means (truncated-normal posteriors)
+    against 200,000 posterior draws; unpulled arms keep the uniform prior."""
+    from scipy.stats import truncnorm
+
+    from icl_rl.bayes import prob_best_uniform_normal
+
+    rng = np.random.default_rng(0)
+    counts = np.array([[0, 3, 10, 1, 5], [2, 2, 2, 2, 2], [0, 0, 0, 0, 0]], float)
+    sums = counts * np.array([[0.5, 0.6, 0.55, 0.9, 0.4], [0.1, 0.2, 0.3, 0.4, 0.5],
+                              [0.0] * 5])
+    p = prob_best_uniform_normal(counts, sums, 0.3, chunk=2)
+    assert np.allclose(p.sum(-1), 1) and np.allclose(p[2], 0.2)
+    for c, total, want in zip(counts, sums, p, strict=True):
+        draws = []
+        for n, x in zip(c, total, strict=True):
+            if n == 0:
+                draws.append(rng.uniform(0, 1, 200_000))
+                continue
+            m, sd = x / n, 0.3 / np.sqrt(n)
+            draws.append(truncnorm.rvs(-m / sd, (1 - m) / sd, loc=m, scale=sd, size=200_000,
+                                       random_state=rng))
+        sampled = np.bincount(np.argmax(np.stack(draws), 0), minlength=5) / 200_000
+        assert np.abs(sampled - want).max() < 0.005
+    with pytest.raises(IclRlError, match="must share a shape"):
+        prob_best_uniform_normal(counts, sums[:, :4], 0.3)
