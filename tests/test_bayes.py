@@ -431,3 +431,36 @@ def test_prob_best_under_a_uniform_prior_matches_sampling():
         assert np.abs(sampled - want).max() < 0.005
     with pytest.raises(IclRlError, match="must share a shape"):
         prob_best_uniform_normal(counts, sums[:, :4], 0.3)
+
+
+def test_thompson_with_the_uniform_prior_samples_its_exact_posterior():
+    """uniform_prior: each arm's draw is the truncated normal (moments against scipy, every
+    draw in [0, 1], also where the sample mean lies outside it and where an arm is unpulled),
+    and act() draws from action_probs (the exact prob_best_uniform_normal)."""
+    from scipy.stats import truncnorm
+
+    env = make_env("gaussian_bandit", num_arms=4, noise_std=0.3, means="uniform")
+    learner = make_learner("thompson", env, uniform_prior=True)
+    # pulls [5, 2, 0, 40] with sample means [0.6, 1.3, -, -0.2]: one mean above 1, one below 0
+    counts, sums = torch.tensor([5.0, 2.0, 0.0, 40.0]), torch.tensor([3.0, 2.6, 0.0, -8.0])
+
+    def at_state(n):
+        learner.reset(n, torch.Generator().manual_seed(3))
+        learner.counts, learner.sums = counts.expand(n, 4).clone(), sums.expand(n, 4).clone()
+        return torch.zeros(n, 1)
+
+    at_state(200_000)
+    draws = learner.posterior_sample().double().numpy()
+    assert draws.min() >= 0 and draws.max() <= 1
+    for arm in range(4):
+        if counts[arm] == 0:
+            want = stats.uniform()
+        else:
+            m, sd = float(sums[arm] / counts[arm]), 0.3 / float(counts[arm]) ** 0.5
+            want = truncnorm(-m / sd, (1 - m) / sd, loc=m, scale=sd)
+        assert draws[:, arm].mean() == pytest.approx(want.mean(), abs=0.003)
+        assert draws[:, arm].std() == pytest.approx(want.std(), rel=0.02)
+    probs = learner.action_probs(at_state(4))
+    assert_frequencies(learner.act(at_state(300_000)), probs[0])
+    with pytest.raises(IclRlError, match="uniform_prior is for Gaussian bandits"):
+        make_learner("thompson", make_env("bernoulli_bandit"), uniform_prior=True)

@@ -169,6 +169,10 @@ class ThompsonParams(LearnerParams):
     0 for means ~ N(0, 1), 0.5 for means ~ U(0, 1))."""
     prior_std: float | None = None
     """Normal prior std of an arm (Gaussian bandits; default: the env's, 1 or 1/sqrt(12))."""
+    uniform_prior: bool = False
+    """Gaussian bandits: arm means U[0, 1] a priori (the `means: uniform` task distribution,
+    the DPT paper's setting) instead of a normal prior, so the posterior is the exact one, a
+    normal truncated to [0, 1] (prior_mean and prior_std are then unused)."""
 
 
 class Thompson(BanditLearner):
@@ -192,6 +196,9 @@ class Thompson(BanditLearner):
             raise IclRlError(f"thompson: prior parameters must be > 0: {p}")
         self.bernoulli = isinstance(env, BernoulliBandit)
         self.noise_var = env.noise_std**2 if gaussian else 1.0
+        if p.uniform_prior and not gaussian:
+            raise IclRlError("thompson: uniform_prior is for Gaussian bandits (a Bernoulli "
+                             "bandit's U[0, 1] prior is prior_alpha = prior_beta = 1)")
 
     def params_dict(self) -> dict:
         """Hyperparameters with the Gaussian prior as used (the env's when not given)."""
@@ -205,10 +212,33 @@ class Thompson(BanditLearner):
             x = rng.standard_gamma(self.generator, p.prior_alpha + self.sums)
             y = rng.standard_gamma(self.generator, p.prior_beta + self.counts - self.sums)
             return x / (x + y)
+        if p.uniform_prior:
+            return self._truncated_sample()
         precision = 1.0 / self.prior_std**2 + self.counts / self.noise_var
         mean = (self.prior_mean / self.prior_std**2 + self.sums / self.noise_var) / precision
         z = rng.randn(self.generator, self.counts.shape)
         return mean + z * precision.rsqrt()
+
+    def _truncated_sample(self) -> Tensor:
+        """Means from N(sample mean, noise^2 / n) truncated to [0, 1] (uniform where n = 0),
+        by the inverse CDF in float64; an interval wholly in the upper tail is mirrored into
+        the lower one, where the normal CDF keeps its precision. One rand [N, K]."""
+        u = rng.rand(self.generator, self.counts.shape).double()
+        n, total = self.counts.double(), self.sums.double()
+        pulled = n > 0
+        mean = torch.where(pulled, total / n.clamp(min=1), 0.5)
+        scale = torch.where(pulled, (self.noise_var / n.clamp(min=1)).sqrt(),
+                            torch.tensor(1e6, dtype=torch.float64))  # unpulled: ~flat
+        lo, hi = (0 - mean) / scale, (1 - mean) / scale
+        flip = lo > 0  # mirror: sample -z from [-hi, -lo]
+        lo, hi = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)
+        c_lo, c_hi = torch.special.ndtr(lo), torch.special.ndtr(hi)
+        z = torch.special.ndtri((c_lo + u * (c_hi - c_lo)).clamp(1e-300, 1 - 1e-16))
+        z = torch.where(flip, -z, z)
+        x = (mean + scale * z).clamp(0, 1)
+        # an interval beyond float64's tails: all the mass at the nearer bound
+        x = torch.where(c_hi - c_lo > 0, x, (mean > 0.5).double())
+        return torch.where(pulled, x, u).to(self.sums.dtype)
 
     def act(self, obs: Tensor) -> Tensor:
         """Probability matching."""
@@ -217,11 +247,17 @@ class Thompson(BanditLearner):
     def action_probs(self, obs: Tensor) -> Tensor:
         """The exact distribution `act` draws from [N, K]: P(arm i's posterior sample is the
         largest), by quadrature over the posteriors of the current counts."""
-        from icl_rl.bayes import prob_best_beta, prob_best_normal  # scipy, only when asked
+        from icl_rl.bayes import (  # scipy, only when asked
+            prob_best_beta,
+            prob_best_normal,
+            prob_best_uniform_normal,
+        )
 
         p = self.params
         counts, sums = self.counts.double().cpu().numpy(), self.sums.double().cpu().numpy()
-        if self.bernoulli:
+        if p.uniform_prior:
+            probs = prob_best_uniform_normal(counts, sums, self.noise_var**0.5)
+        elif self.bernoulli:
             probs = prob_best_beta(p.prior_alpha + sums, p.prior_beta + counts - sums)
         else:  # the Normal posterior of posterior_sample
             precision = 1.0 / self.prior_std**2 + counts / self.noise_var
