@@ -201,9 +201,13 @@ class Thompson(BanditLearner):
                              "bandit's U[0, 1] prior is prior_alpha = prior_beta = 1)")
 
     def params_dict(self) -> dict:
-        """Hyperparameters with the Gaussian prior as used (the env's when not given)."""
-        return {**super().params_dict(), "prior_mean": self.prior_mean,
-                "prior_std": self.prior_std}
+        """Hyperparameters with the Gaussian prior as used (the env's when not given);
+        uniform_prior only where set, so cards of the default sampler read as before."""
+        params = {**super().params_dict(), "prior_mean": self.prior_mean,
+                  "prior_std": self.prior_std}
+        if not self.params.uniform_prior:
+            params.pop("uniform_prior", None)
+        return params
 
     def posterior_sample(self) -> Tensor:
         """One draw of every arm's mean from its posterior [N, K]."""
