@@ -4,6 +4,7 @@ folder."""
 from __future__ import annotations
 
 import json
+import time
 
 from data_gen.generate import GenerateConfig
 from data_gen.generate import main as generate
@@ -26,8 +27,15 @@ def test_wandb_offline_run_has_metrics_and_media(tmp_path, monkeypatch):
                             report_to="wandb", progress=False))
     [train_run] = (tmp_path / "run/wandb").glob("offline-run-*")
     [record] = train_run.glob("run-*.wandb")  # offline: config and history live in here
+    keys = (b"max_steps", b"train/loss", b"train/lr", b"train/tokens_per_s", b"eval/loss")
+    # wandb's service process writes the record; late in a long test session it has been
+    # seen to finish writing after finish() returned (the file held its header only), so
+    # the test gives it up to 30 s before it reads what is there
+    deadline = time.monotonic() + 30
+    while not all(k in record.read_bytes() for k in keys) and time.monotonic() < deadline:
+        time.sleep(0.5)
     raw = record.read_bytes()
-    for key in (b"max_steps", b"train/loss", b"train/lr", b"train/tokens_per_s", b"eval/loss"):
+    for key in keys:
         assert key in raw, key
     evaluate(EvalConfig(model=run["model_dir"], dataset=str(data), out=str(tmp_path / "ev"),
                         num_tasks=8, episodes=10, report_to="wandb", progress=False))
