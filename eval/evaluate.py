@@ -141,11 +141,12 @@ def main(config: EvalConfig) -> dict:
         elif name == "bayes_optimal":
             if not env.has_expected_rewards:
                 continue
-            agent = make_learner(name, env, **{"horizon": steps, **params})
+            params = {"horizon": steps, **params}
+            agent = make_learner(name, env, **params)
             # exact, or the approximation (shown as gittins unless the user named it)
             label = label if agent.exact or label != name else "gittins"
             agents[label] = agent
-            baselines[label] = (name, {"horizon": steps, **params})
+            baselines[label] = (name, params)
         else:
             agents[label] = make_learner(name, env, **params)
             baselines[label] = (name, params)

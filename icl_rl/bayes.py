@@ -1136,7 +1136,7 @@ def two_step_posteriors(env, observations: Tensor, actions: Tensor, rewards: Ten
     state, action, reward = _two_step_trials(observations, actions, rewards)
     n, k = state.shape
     arm = (2 * state + action).numpy()  # [N, K] which of the four a trial informs
-    r = reward.numpy()
+    state, r = state.numpy(), reward.numpy()
     out = np.empty((n, k, 4))  # belief before trial j
     if env.dynamics == "switch":
         good = np.full(n, 0.5)  # P(state 1 good)
@@ -1144,7 +1144,7 @@ def two_step_posteriors(env, observations: Tensor, actions: Tensor, rewards: Ten
         gs = np.empty((n, k))
         for j in range(k):
             gs[:, j] = good
-            in_one = state[:, j].numpy() == 0
+            in_one = state[:, j] == 0
             p_if_one = np.where(in_one, hi, 1 - hi)  # P(pay | state 1 good) where it was
             like_one = np.where(r[:, j] > 0, p_if_one, 1 - p_if_one)
             like_two = np.where(r[:, j] > 0, 1 - p_if_one, p_if_one)

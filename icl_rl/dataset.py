@@ -413,7 +413,8 @@ def table_to_histories(table: pa.Table, meta: dict, source, split: str) -> Histo
     if n == 0:
         raise IclRlError(f"{where}: the split has no histories")
     acts, t = _rows(_column(table, "actions", where), "actions", where, None, np.int64)
-    rew, _ = _rows(_column(table, "rewards", where), "rewards", where, t, np.float32)
+    rew_col = _column(table, "rewards", where)
+    rew, _ = _rows(rew_col, "rewards", where, t, np.float32)
     dones, _ = _rows(_column(table, "dones", where), "dones", where, t, bool)
     obs_col = _column(table, "observations", where)
     _row_length(obs_col, "observations", where, t)
@@ -424,7 +425,7 @@ def table_to_histories(table: pa.Table, meta: dict, source, split: str) -> Histo
     task, task_dim = _rows(_column(table, "task", where), "task", where, None, np.float32)
     bad = np.nonzero(~np.isfinite(rew))[0]  # as the model reads them: float32
     if len(bad):
-        value = pc.list_flatten(_column(table, "rewards", where))[int(bad[0])].as_py()
+        value = pc.list_flatten(rew_col)[int(bad[0])].as_py()
         raise IclRlError(
             f"{where}: field 'rewards' has a non-finite value ({value}"
             f"{'' if not np.isfinite(value) else ', beyond float32'}) in row "

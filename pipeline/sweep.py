@@ -151,35 +151,33 @@ def plan(config: SweepConfig) -> tuple[Path, list[Variant]]:
         if not isinstance(over, dict) or set(over) - set(STAGES):
             raise IclRlError(f"{path}: variant {name}: overrides must be a mapping with keys "
                              "among generate, train, eval, rl2")
-        merged = {s: {**base[s], **_stage_dict(over.get(s), path, s, f"variant {name}: {s}")}
-                  for s in STAGES}
+        merged = {s: {**base[s], **_stage_dict(over.get(s), path, s, f"variant {name}: {s}"),
+                      **quiet} for s in STAGES}
         where = f"variant {name}"
         variant = Variant(name)
         if by_rl:
             run = out / name / "rl2"
             variant.rl2 = _build("rl2", merged["rl2"], {"out": str(run),
-                                                        "resume_from_checkpoint": "auto",
-                                                        **quiet}, path, where)
+                                                        "resume_from_checkpoint": "auto"},
+                                 path, where)
             variant.rl2_eval = _build("eval", merged["eval"], {
                 "model": str(run / "model"), "dataset": None,
-                "out": str(out / name / "rl2_eval"), **quiet}, path, where)
+                "out": str(out / name / "rl2_eval")}, path, where)
             validate_rl2(variant.rl2)
             validate_eval(variant.rl2_eval)
         if not ad:
             result.append(variant)
             continue
-        gen = _build("generate", merged["generate"], {"out": "", **quiet}, path, where)
+        gen = _build("generate", merged["generate"], {"out": ""}, path, where)
         # None-valued options left out: an option added later (default None) keeps the name
         data = out / "datasets" / _digest({k: v for k, v in gen.identity().items()
                                            if v is not None})
         gen = dataclasses.replace(gen, out=str(data))
         run = out / name / "run"
         tr = _build("train", merged["train"], {"dataset": str(data), "out": str(run),
-                                               "resume_from_checkpoint": "auto", **quiet},
-                    path, where)
+                                               "resume_from_checkpoint": "auto"}, path, where)
         ev = _build("eval", merged["eval"], {"model": str(run / "model"), "dataset": str(data),
-                                             "out": str(out / name / "eval"), **quiet},
-                    path, where)
+                                             "out": str(out / name / "eval")}, path, where)
         validate_generate(gen)
         validate_train(tr)
         validate_eval(ev)
