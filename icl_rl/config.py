@@ -1,9 +1,20 @@
-"""Config parsing for every entry point: HfArgumentParser, an optional YAML file, flags on top."""
+"""Config parsing for every entry point: a config dataclass's fields as flags, an optional YAML
+file, flags on top.
+
+The flags follow transformers' `HfArgumentParser` conventions (`--max-steps` or `--max_steps`;
+`--flag`, `--flag true|false` and `--no-flag` for booleans; list fields take one or more
+values), built with the standard library's argparse: importing transformers for its parser
+cost every command about 0.5 s before its first line of work, `--help` included
+(tests/test_config_parser.py checks the two parsers agree on every command's options).
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import types
+import typing
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,10 +31,9 @@ def parse_config(cls: type[C], argv: list[str] | None = None, prog: str | None =
     import sys
 
     import yaml
-    from transformers import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(cls, prog=prog, description=(cls.__doc__ or "").strip())
+    parser = build_parser(cls, prog=prog)
     parser.add_argument("--config", type=str, default=None,
                         help="YAML file of option values; command-line flags override it")
     _add_field_docs(parser, cls)
@@ -51,6 +61,58 @@ def parse_config(cls: type[C], argv: list[str] | None = None, prog: str | None =
         raise IclRlError(f"bad command line for {prog or cls.__name__}; see --help") from None
     kwargs = {k: v for k, v in vars(ns).items() if k in known}
     return cls(**kwargs)
+
+
+def read_bool(text: str | bool) -> bool:
+    """A boolean flag's value: yes/no, true/false, t/f, y/n, 1/0 (any case)."""
+    if isinstance(text, bool):
+        return text
+    if text.lower() in ("yes", "true", "t", "y", "1"):
+        return True
+    if text.lower() in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(
+        f"expected one of yes/no, true/false, t/f, y/n, 1/0, got {text!r}")
+
+
+def build_parser(cls, prog: str | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with one flag per field of the dataclass `cls` (types int, float, str,
+    bool, list[...] and X | None), defaults shown in --help."""
+    parser = argparse.ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip(),
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if not field.init:
+            continue
+        kind = hints[field.name]
+        inner = [a for a in typing.get_args(kind) if a is not type(None)]
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            if len(inner) != 1:
+                raise TypeError(f"{cls.__name__}.{field.name}: only X | None unions are flags")
+            kind = inner[0]
+        names = [f"--{field.name}"]
+        if "_" in field.name:
+            names.append(f"--{field.name.replace('_', '-')}")
+        kwargs: dict = {}
+        if field.default is not dataclasses.MISSING:
+            kwargs["default"] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            kwargs["default"] = field.default_factory()
+        elif kind is not bool:
+            kwargs["required"] = True
+        if kind is bool:
+            # `--flag` alone means true; a bool without a default is false
+            kwargs.update(type=read_bool, nargs="?", const=True)
+            kwargs.setdefault("default", False)
+        elif typing.get_origin(kind) is list:
+            kwargs.update(type=typing.get_args(kind)[0], nargs="+")
+        else:
+            kwargs["type"] = kind
+        parser.add_argument(*names, **kwargs)
+        if kind is bool and field.default is True:
+            parser.add_argument(f"--no_{field.name}", f"--no-{field.name.replace('_', '-')}",
+                                action="store_false", dest=field.name, default=False)
+    return parser
 
 
 def follows_progress(main):
@@ -100,7 +162,7 @@ def _add_field_docs(parser, cls) -> None:
     for action in parser._actions:
         name = action.dest
         if name in docs:
-            # HfArgumentParser's help formatter appends the default itself
+            # the help formatter appends the default itself
             action.help = docs[name].replace("%", "%%")  # argparse formats help
 
 

@@ -33,13 +33,14 @@ for name in COMMANDS:
         assert e.code == 2, (name, e.code)
     else:
         raise AssertionError(name + ": a bad flag was accepted")
-loaded = [m for m in {HEAVY!r} if m in sys.modules]
-assert not loaded, loaded
+loaded = [m for m in {HEAVY!r} + ("transformers",) if m in sys.modules]
+assert not loaded, loaded  # not even transformers' package: the parser is argparse's
 print("checked", len(COMMANDS))
 """
     r = run_python(code)
     assert "checked 9" in r.stdout
     assert "usage: icl-rl rl2" in r.stdout and "--trial_episodes" in r.stdout
+    assert "at the end). (default: 50)" in " ".join(r.stdout.split())  # docstring, default
     assert "icl-rl train: error: bad command line" in r.stderr
 
 
