@@ -7,8 +7,9 @@ training loop does per batch: forward, loss, backward, clip, AdamW step.
 The reference is what DPT's own code trains: a transformers `GPT2Model` (one head, GELU MLP of
 4x the width, learned positions) under a linear embedding of each transition and a linear
 action head, cross-entropy at every position. It and AD (default, with a 2x-wide SwiGLU MLP,
-and that compiled) are timed in alternating rounds at the same width, depth, batch and
-context, so the ratios come from one run on one machine state.
+and that compiled, with 4 heads and with the reference's one) are timed in alternating rounds
+at the same width, depth, batch and context, so the ratios come from one run on one machine
+state.
 """
 
 from __future__ import annotations
@@ -98,21 +99,25 @@ def versus_gpt2(quick: bool, hidden: int = 128, layers: int = 4, context: int = 
     torch.manual_seed(0)
     windows, targets = synthetic_windows(batch, context, num_actions, obs_dim)
     config_class, model_class = FAMILIES["ad"]
-    variants = {"ad": {}, "ad_mlp2x": {"intermediate_size": 2 * hidden}}
-    if not quick:
-        variants["ad_mlp2x_compiled"] = {"intermediate_size": 2 * hidden}
+    mlp2x = {"intermediate_size": 2 * hidden}
+    variants = {"ad": {}, "ad_mlp2x": mlp2x}
+    if not quick:  # and with the reference's own head count (one)
+        variants |= {"ad_mlp2x_compiled": mlp2x, "ad_mlp2x_1head_compiled": mlp2x | {
+            "num_heads": 1}}
     steps, compile_s = {}, None
     for name, extra in variants.items():
         cfg = config_class(obs_dim=obs_dim, num_actions=num_actions, max_context=context,
-                           hidden_size=hidden, num_layers=layers, num_heads=4, **extra)
+                           hidden_size=hidden, num_layers=layers, **{"num_heads": 4} | extra)
         model = model_class(cfg).train()
         forward = torch.compile(model) if name.endswith("compiled") else model
         steps[name] = train_step(model, lambda f=forward: f(**windows.as_dict(),
                                                             targets=targets).loss)
-        if name.endswith("compiled"):
+        if name == "ad_mlp2x_compiled":
             t0 = time.perf_counter()
             steps[name]()  # the compilation, timed once
             compile_s = time.perf_counter() - t0
+        elif name.endswith("compiled"):
+            steps[name]()
     token_dim = model.embed.in_features
     ref = GPT2Reference(token_dim, hidden, layers, 1, context, num_actions).train()
     tokens = model.tokens(windows).detach()  # the same features, one token per transition
