@@ -83,6 +83,13 @@ def test_the_long_dpt_recipe_chains():
     ev = parse_config(EvalConfig, ["--config", str(folder / "eval_dpt_long.yaml")])
     assert train.dataset == gen.out == ev.dataset and ev.model == f"{train.out}/model"
     assert gen.num_histories == 100_000 and train.max_steps == 12_000
+    gen = parse_config(GenerateConfig, ["--config", str(folder / "generate_rollin_400k.yaml")])
+    train = parse_config(TrainConfig, ["--config", str(folder / "train_dpt_400k.yaml")])
+    ev = parse_config(EvalConfig, ["--config", str(folder / "eval_dpt_400k.yaml")])
+    assert train.dataset == gen.out == ev.dataset and ev.model == f"{train.out}/model"
+    assert gen.num_histories == 400_000 and gen.seed not in (0, 1, 2)  # fresh sets
+    assert train.max_steps * train.batch_size <= gen.num_histories * 0.95  # each seen once
+    assert ev.baseline_specs()["exact"] == ("thompson", {"uniform_prior": True})
     folder = CONFIGS / "dpt_darkroom"
     gen = parse_config(GenerateConfig, ["--config", str(folder / "generate_100k.yaml")])
     train = parse_config(TrainConfig, ["--config", str(folder / "train_long.yaml")])
