@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from eval.metrics import Metric, metrics_of, shown_columns
-from eval.offline import offline_table
+from eval.offline import bayes_floor_text, offline_table
 from eval.world_model import thinking_time_table
 from icl_rl.model_card import add_evaluation
 
@@ -45,6 +45,8 @@ def report(results: dict) -> str:
                      f"n transitions of {o['num_tasks']} `{o['split']}` histories of "
                      f"`{o['dataset']}`, {o['episodes']} episode(s) on each history's task; 95% "
                      f"CIs over tasks.\n\n{offline_table(o)}")
+        if o.get("bayes_floor"):
+            sections += "\n" + bayes_floor_text(o["bayes_floor"])
     if results.get("lookahead"):
         la = results["lookahead"]
         then = " and the return-to-go predicted after them" if la.get("bootstrap") else ""

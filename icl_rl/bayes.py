@@ -761,6 +761,29 @@ def bandit_reference_probs(actions: Tensor, rewards: Tensor, num_arms: int,
     return torch.from_numpy(probs).float().to(actions.device)
 
 
+def best_arm_posterior(env, actions: Tensor, rewards: Tensor) -> Tensor | None:
+    """P(arm i is the best | the pulls before t) [N, T, K] under `env`'s own task prior,
+    exactly: the Bayes-optimal prediction of the oracle's action from a bandit history, so the
+    floor of a Decision-Pretrained Transformer's loss. None for an env without one (not a
+    bandit). Bernoulli arms: Beta(1, 1) priors; Gaussian arms with means ~ N(0, 1): the
+    conjugate normal posterior; with means ~ U(0, 1): normals truncated to [0, 1]."""
+    from icl_rl.envs import BernoulliBandit, GaussianBandit
+
+    k = env.spec.num_actions
+    if isinstance(env, BernoulliBandit):
+        return bandit_reference_probs(actions, rewards, k, "bernoulli")
+    if not isinstance(env, GaussianBandit):
+        return None
+    if env.means == "normal":
+        mean, std = env.prior
+        return bandit_reference_probs(actions, rewards, k, "gaussian", prior_mean=mean,
+                                      prior_std=std, noise_std=env.noise_std)
+    _check_history(actions, rewards, k, "best_arm_posterior")
+    counts, sums = _counts_before(actions, rewards, k)
+    probs = prob_best_uniform_normal(counts, sums, env.noise_std)
+    return torch.from_numpy(probs).float().to(actions.device)
+
+
 def bayes_optimal_reference_probs(actions: Tensor, rewards: Tensor, policy) -> Tensor:
     """A count-based Bernoulli policy's action distribution [N, T, K] at every step of bandit
     histories (actions [N, T] int, 0 / 1 rewards [N, T]), from the counts before it.

@@ -57,6 +57,17 @@ class History:
 
         return History(*(join(f.name) for f in dataclasses.fields(History)))
 
+    def head(self, n: int, t: int) -> History:
+        """The first `n` histories' first `t` steps (views, no copy)."""
+        def cut(name, v):
+            if v is None:
+                return None
+            if name == "extras":
+                return {k: x[:n, :t] for k, x in v.items()}
+            return v[:n] if name == "tasks" else v[:n, :t]
+
+        return History(*(cut(f.name, getattr(self, f.name)) for f in dataclasses.fields(History)))
+
     def episode_returns(self) -> Tensor:
         """Return of every complete episode [N, E] (histories run in lockstep)."""
         return self.per_episode(self.rewards)

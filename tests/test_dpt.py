@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -183,7 +184,12 @@ def test_dpt_trains_evaluates_online_and_offline(tmp_path):
     rows = out["offline"]["rows"]
     assert [r["context"] for r in rows] == [1, 30] and all(r["suboptimality"] >= 0
                                                            for r in rows)
-    assert "Offline deployment" in (tmp_path / "eval" / "report.md").read_text()
+    floor = out["offline"]["bayes_floor"]  # a bandit with an exact posterior: next to it
+    assert floor["histories"] == 16 and floor["steps"] == 40
+    assert floor["by_prefix"][0]["bayes"] == pytest.approx(np.log(5), abs=1e-5)
+    assert floor["gap"] == pytest.approx(floor["loss"] - floor["bayes"], abs=1e-9)
+    text = (tmp_path / "eval" / "report.md").read_text()
+    assert "Offline deployment" in text and "against the Bayes floor" in text
     with pytest.raises(IclRlError, match="--offline-context: sizes must be >= 1"):
         evaluate(EvalConfig(model=res["model_dir"], offline_context=["0"]))
     # families side by side: each run's model under its name, the first run's baselines
@@ -212,3 +218,84 @@ def test_offline_deployment_of_a_family_without_fixed_contexts_is_refused(family
     model = build_model(family, env_meta(env), {"hidden_size": 8}, max_context=10)
     with pytest.raises(IclRlError, match=r"no fixed-context mode; .*--model dpt"):
         offline(model, env, "unused", [5], 4, 2, 0)
+
+
+class _PosteriorModel(torch.nn.Module):
+    """Predicts the exact posterior over the best arm from the transitions a DPT window gives
+    position j (the first j), `ahead` pulls later if asked: the Bayes floor itself, or a
+    misaligned copy of it."""
+
+    needs_queries = True
+
+    def __init__(self, env, max_context: int, ahead: int = 0) -> None:
+        super().__init__()
+        self.env, self.ahead = env, ahead
+        self.config = type("Config", (), {"max_context": max_context})()
+
+    def forward(self, observations, prev_actions, prev_rewards, episode_starts,
+                attention_mask=None, query_observations=None):
+        from icl_rl.bayes import best_arm_posterior
+
+        assert query_observations is not None and attention_mask is not None
+        actions = torch.cat([prev_actions[:, 1:], prev_actions[:, -1:]], dim=1)
+        rewards = torch.cat([prev_rewards[:, 1:], prev_rewards[:, -1:]], dim=1)
+        p = best_arm_posterior(self.env, actions, rewards)
+        if self.ahead:
+            p = torch.cat([p[:, self.ahead:], p[:, -1:].expand(-1, self.ahead, -1)], dim=1)
+        return type("Out", (), {"logits": p.clamp_min(1e-30).log()})()
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "normal", "uniform"])
+def test_bayes_floor_is_the_exact_posterior_at_every_prefix(kind):
+    """best_arm_posterior is each bandit's exact P(best arm | pulls before t); a model that
+    predicts it scores a gap of 0 at every prefix, one that peeks a pull ahead beats it (so
+    the prefixes line up), and a real DPT's loss is its training loss on the same windows."""
+    from eval.offline import bayes_floor, bayes_floor_text
+    from icl_rl.bayes import bandit_reference_probs, best_arm_posterior, prob_best_uniform_normal
+
+    env = (make_env("bernoulli_bandit", num_arms=4) if kind == "bernoulli" else
+           GaussianBandit(4, 0.3, means=kind))
+    tasks = env.sample_tasks(24, torch.Generator().manual_seed(0))
+    h = rollout(env, make_learner("dirichlet_mix", env), tasks, 30,
+                env_generator=torch.Generator().manual_seed(1),
+                agent_generator=torch.Generator().manual_seed(2))
+    post = best_arm_posterior(env, h.actions, h.rewards)
+    assert torch.allclose(post[:, 0], torch.full((24, 4), 0.25), atol=1e-6)  # no pulls yet
+    if kind == "uniform":  # the truncated normals, not the Gaussian prior Thompson matches
+        onehot = F.one_hot(h.actions[:, :5], 4).double()
+        counts = onehot.sum(1).numpy()
+        sums = (onehot * h.rewards[:, :5, None].double()).sum(1).numpy()
+        want = torch.from_numpy(prob_best_uniform_normal(counts, sums, 0.3)).float()
+    else:
+        prior = {} if kind == "bernoulli" else {"prior_mean": 0.0, "prior_std": 1.0,
+                                               "noise_std": 0.3}
+        want = bandit_reference_probs(h.actions, h.rewards, 4,
+                                      "bernoulli" if kind == "bernoulli" else "gaussian",
+                                      **prior)[:, 5]
+    assert torch.allclose(post[:, 5], want, atol=1e-5)
+    assert best_arm_posterior(DarkRoom(), h.actions, h.rewards) is None
+
+    exact = bayes_floor(_PosteriorModel(env, 30), env, h, 20, [10, 50])
+    assert exact["histories"] == 20 and exact["steps"] == 30
+    assert abs(exact["gap"]) < 1e-5 and exact["bayes"] > 0.3
+    assert [r["pulls"] for r in exact["by_prefix"]] == [0, 10, 29]
+    assert exact["by_prefix"][0]["bayes"] == pytest.approx(np.log(4), abs=1e-5)
+    assert bayes_floor(_PosteriorModel(env, 30, ahead=1), env, h, 20, [10])["gap"] < -1e-3
+    short = bayes_floor(_PosteriorModel(env, 12), env, h, 20, [50])  # the model's context
+    assert short["steps"] == 12 and [r["pulls"] for r in short["by_prefix"]] == [0, 11]
+    assert "gap 0.000" in bayes_floor_text(exact)
+
+    from training.rl2 import env_meta
+
+    meta = env_meta(env)
+    torch.manual_seed(0)
+    model = build_model("dpt", meta, {"hidden_size": 16, "num_layers": 1, "num_heads": 2},
+                        max_context=30).eval()
+    real = bayes_floor(model, env, h, 20, [10])
+    batch = WindowDataset(h.head(20, 30), 30, target="optimal_actions",
+                          queries=True).__getitems__(list(range(20)))
+    with torch.no_grad():
+        assert real["loss"] == pytest.approx(float(model(**batch).loss), abs=1e-5)
+    assert real["gap"] == pytest.approx(real["loss"] - real["bayes"], abs=1e-9)
+    assert bayes_floor(build_model("ad", meta, {"hidden_size": 8}, max_context=30), env, h,
+                       20, [10]) is None  # AD predicts its source's actions, not the oracle's
