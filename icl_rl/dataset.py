@@ -379,6 +379,43 @@ def load_histories(source: str | Path, split: str = "train") -> Histories:
     return table_to_histories(_load_arrow(source, split), meta, source, split)
 
 
+def split_sources(dataset: str) -> list[str]:
+    """The datasets a `--dataset` names: one, or several separated by commas."""
+    sources = [s.strip() for s in str(dataset).split(",")]
+    if not all(sources):
+        raise IclRlError(f"--dataset {dataset!r}: an empty name between commas; give one "
+                         "dataset, or several as a,b")
+    return sources
+
+
+def load_pooled(sources: list[str], split: str = "train") -> Histories:
+    """One split of several datasets of the same env, pooled: their histories stacked in
+    order. They must agree on the env (name and parameters), the history length, the held-out
+    task split and the columns; the first one's card stands for the pool (its held-out tasks,
+    its source learner)."""
+    parts = [load_histories(s, split) for s in sources]
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    h0 = first.history
+    for part in parts[1:]:
+        where, h = f"{part.source} (pooled with {first.source})", part.history
+        for key, what in (("env", "env"), ("task_split", "held-out task split")):
+            if part.meta.get(key) != first.meta.get(key):
+                raise IclRlError(f"{where}: its {what} {part.meta.get(key)} differs from "
+                                 f"{first.meta.get(key)}; pool only datasets of one env and "
+                                 "task split")
+        if h.num_steps != h0.num_steps:
+            raise IclRlError(f"{where}: histories of {h.num_steps} steps, the first dataset's "
+                             f"have {h0.num_steps}; pool only histories of one length")
+        if (h.optimal_actions is None) != (h0.optimal_actions is None):
+            raise IclRlError(f"{where}: one of the two has no optimal_actions column; "
+                             "regenerate it with icl-rl generate, which records it")
+    history = History.cat([p.history for p in parts])
+    return Histories(history, torch.cat([p.task_ids for p in parts]), first.meta,
+                     ",".join(p.source for p in parts))
+
+
 def iter_histories(source: str | Path, split: str, rows: int, rank: int = 0,
                    world: int = 1) -> Iterator[Histories]:
     """Stream a split in validated chunks of at most `rows` histories, never all at once.

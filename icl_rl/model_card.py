@@ -55,7 +55,8 @@ def card_text(model_config, train_config: dict, metrics: list[dict], step: int) 
                   f"{context}\ntransitions)")
     data = ModelCardData(library_name="icl-rl", tags=["reinforcement-learning",
                                                      "in-context-learning", tag, env_name],
-                         datasets=None if dataset == "?" or Path(dataset).exists() else [dataset])
+                         datasets=[d for d in dataset.split(",")  # Hub ids, not local folders
+                                   if d != "?" and not Path(d).exists()] or None)
     evals = [m for m in metrics if "eval/loss" in m]
     quality = (f"Held-out action loss {evals[-1]['eval/loss']:.4f}, accuracy "
                f"{evals[-1]['eval/accuracy']:.1%} (step {evals[-1]['step']})." if evals else "")

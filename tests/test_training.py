@@ -354,3 +354,43 @@ def test_a_heldout_shard_that_does_not_read_is_an_error(tmp_path, caplog):
     assert "no held-out split" in caplog.text
     info = json.loads((tmp_path / "run2/run_info.json").read_text())
     assert info["num_processes"] == 1 and info["device"] == "cpu"
+
+
+def test_pooled_datasets(ucb_data, tmp_path):
+    """--dataset a,b pools the histories of datasets of one env (train and held-out splits,
+    in order; the first card stands for the pool); another env, another history length, an
+    empty name and --streaming are refused in one line."""
+    from icl_rl.dataset import load_pooled
+
+    other = generate(GenerateConfig(out=str(tmp_path / "ts"), env="bernoulli_bandit",
+                                    num_arms=5, learner="thompson", num_histories=100, steps=64,
+                                    shard_size=100, heldout_fraction=0.2, seed=2))
+    pooled = load_pooled([str(ucb_data), str(other)], "test")
+    a, b = load_histories(ucb_data, "test"), load_histories(other, "test")
+    assert pooled.history.num_histories == a.history.num_histories + b.history.num_histories
+    assert torch.equal(pooled.history.actions, torch.cat([a.history.actions,
+                                                          b.history.actions]))
+    assert torch.equal(pooled.history.optimal_actions[-20:], b.history.optimal_actions)
+    assert pooled.meta["learner"]["name"] == "ucb" and pooled.source == f"{ucb_data},{other}"
+
+    res = train(tiny(f"{ucb_data},{other}", tmp_path / "run", max_steps=4, eval_every=4))
+    model = AutoModel.from_pretrained(res["model_dir"])
+    assert model.config.provenance["dataset"] == str(ucb_data)
+    assert model.config.provenance["pooled_with"] == [str(other)]
+    assert res["final_eval_loss"] is not None
+
+    for bad, match in (
+        (GenerateConfig(out=str(tmp_path / "g"), env="gaussian_bandit", num_arms=5,
+                        learner="thompson", num_histories=20, steps=64, shard_size=20),
+         "its env .* differs"),
+        (GenerateConfig(out=str(tmp_path / "s"), env="bernoulli_bandit", num_arms=5,
+                        learner="thompson", num_histories=20, steps=32, shard_size=20),
+         "histories of 32 steps, the first dataset's have 64"),
+    ):
+        with pytest.raises(IclRlError, match=match):
+            train(tiny(f"{ucb_data},{generate(bad)}", tmp_path / "bad", max_steps=1))
+    with pytest.raises(IclRlError, match="an empty name between commas"):
+        train(tiny(f"{ucb_data},", tmp_path / "bad", max_steps=1))
+    with pytest.raises(IclRlError, match="--streaming reads one dataset"):
+        train(tiny(f"{ucb_data},{other}", tmp_path / "bad", max_steps=1, streaming=True))
+    assert not (tmp_path / "bad").exists()

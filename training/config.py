@@ -17,7 +17,9 @@ class TrainConfig(RunOptions):
     """Train an in-context model (Algorithm Distillation by default) on learning histories."""
 
     dataset: str = "runs/dataset"
-    """Dataset folder, parquet file or Hub repo id (made by `icl-rl generate`)."""
+    """Dataset folder, parquet file or Hub repo id (made by `icl-rl generate`); several,
+    comma-separated, of one env and history length, are pooled (e.g. roll-ins and a learner's
+    histories for dpt); the first one's card stands for the pool (held-out tasks, source)."""
     out: str = "runs/model"
     """Run folder: checkpoints/, metrics.jsonl, and the final model in model/."""
     model: str = "ad"

@@ -37,7 +37,14 @@ from icl_rl.data import (
     check_start_fraction,
     collate_batch,
 )
-from icl_rl.dataset import Histories, iter_histories, load_histories, resolve_source, split_files
+from icl_rl.dataset import (
+    Histories,
+    iter_histories,
+    load_pooled,
+    resolve_source,
+    split_files,
+    split_sources,
+)
 from icl_rl.errors import IclRlError
 from icl_rl.io import atomic_write_text
 from icl_rl.models import (
@@ -66,6 +73,9 @@ def validate(config: TrainConfig) -> None:
     if config.target is not None and config.target not in TARGETS:
         raise IclRlError(f"--target must be one of {', '.join(TARGETS)}, got {config.target!r}")
     check_start_fraction(config.history_start_fraction, "--history-start-fraction")
+    if config.streaming and len(split_sources(config.dataset)) > 1:
+        raise IclRlError(f"--streaming reads one dataset; --dataset {config.dataset} names "
+                         f"{len(split_sources(config.dataset))}: pool them without --streaming")
     check_parts(config.hide_inputs)
     if config.model not in FAMILIES:
         raise IclRlError(f"--model {config.model!r}: unknown model family; choose one of: "
@@ -226,12 +236,14 @@ def load_data(config: TrainConfig) -> tuple[Histories, Histories | None]:
     if config.streaming:  # validate the card and the first chunk now, read the rest later
         first = next(iter_histories(config.dataset, "train", 1))
         return Histories(first.history, first.task_ids, first.meta, first.source), None
-    train = load_histories(config.dataset, "train")
-    if not has_split(config.dataset, "test"):
-        log.warning("%s has no held-out split (data/test-*.parquet): training without "
-                    "validation", config.dataset)
-        return train, None
-    return train, load_histories(config.dataset, "test")
+    sources = split_sources(config.dataset)
+    train = load_pooled(sources, "train")
+    held = [s for s in sources if has_split(s, "test")]
+    for s in sources:
+        if s not in held:
+            log.warning("%s has no held-out split (data/test-*.parquet): %s", s,
+                        "validating on the others'" if held else "training without validation")
+    return train, load_pooled(held, "test") if held else None
 
 
 def make_accelerator(config, out: Path):
@@ -413,9 +425,11 @@ def save_model(config: TrainConfig, out: Path, accelerator, model, meta: dict,
         tmp = out / ".tmp-model"
         shutil.rmtree(tmp, ignore_errors=True)
         unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
-        unwrapped.config.provenance = {"dataset": config.dataset, "steps": step,
+        sources = split_sources(config.dataset)  # the first one's card stands for a pool
+        unwrapped.config.provenance = {"dataset": sources[0], "steps": step,
                                        "context": config.context, "target": config.target,
-                                       "learner": meta.get("learner")}
+                                       "learner": meta.get("learner"),
+                                       **({"pooled_with": sources[1:]} if sources[1:] else {})}
         unwrapped.save_pretrained(tmp)
         save_config(config, tmp / "train_config.json")
         write_model_card(tmp, unwrapped.config, dataclasses.asdict(config), metrics, step)
