@@ -90,6 +90,27 @@ def test_the_long_dpt_recipe_chains():
     assert gen.num_histories == 400_000 and gen.seed not in (0, 1, 2)  # fresh sets
     assert train.max_steps * train.batch_size <= gen.num_histories * 0.95  # each seen once
     assert ev.baseline_specs()["exact"] == ("thompson", {"uniform_prior": True})
+    # then on Thompson-sampling histories: fresh tasks, from that model, each history once
+    ts = parse_config(GenerateConfig, ["--config", str(folder / "generate_thompson_100k.yaml")])
+    tune = parse_config(TrainConfig, ["--config", str(folder / "train_dpt_400k_ts.yaml")])
+    ev_ts = parse_config(EvalConfig, ["--config", str(folder / "eval_dpt_400k_ts.yaml")])
+    assert tune.dataset == ts.out and tune.init_model == f"{train.out}/model"
+    assert ts.learner == "thompson" and ts.env_kwargs == gen.env_kwargs
+    assert ts.seed not in (0, 1, 2, 3) and ts.steps == gen.steps
+    assert tune.max_steps * tune.batch_size <= ts.num_histories * 0.95
+    assert ev_ts.model == f"{tune.out}/model" and ev_ts.dataset == ev.dataset
+    assert {f: getattr(ev_ts, f) for f in ("num_tasks", "episodes", "seed", "baselines")} == \
+        {f: getattr(ev, f) for f in ("num_tasks", "episodes", "seed", "baselines")}
+    # and on a pool of fresh roll-ins and those Thompson histories, half each
+    mix = parse_config(TrainConfig, ["--config", str(folder / "train_dpt_400k_mix.yaml")])
+    ev_mix = parse_config(EvalConfig, ["--config", str(folder / "eval_dpt_400k_mix.yaml")])
+    rollins, thompson = mix.dataset.split(",")
+    assert thompson == ts.out and rollins not in (gen.out, ev.dataset) and mix.init_model == \
+        tune.init_model
+    assert {f: getattr(mix, f) for f in ("max_steps", "batch_size", "lr", "warmup_steps")} == \
+        {f: getattr(tune, f) for f in ("max_steps", "batch_size", "lr", "warmup_steps")}
+    assert ev_mix.model == f"{mix.out}/model" and ev_mix.dataset == ev.dataset
+    assert ev_mix.baselines == ev.baselines and ev_mix.offline_context == ev.offline_context
     folder = CONFIGS / "dpt_darkroom"
     gen = parse_config(GenerateConfig, ["--config", str(folder / "generate_100k.yaml")])
     train = parse_config(TrainConfig, ["--config", str(folder / "train_long.yaml")])
