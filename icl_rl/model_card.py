@@ -34,6 +34,7 @@ FAMILY_KINDS = {
 def card_text(model_config, train_config: dict, metrics: list[dict], step: int) -> str:
     """The card as markdown with its YAML header (see `write_model_card`)."""
     from icl_rl import __version__
+    from icl_rl.dataset import split_sources
 
     origin = model_config.provenance  # FamilyConfig reads an older model's `training` as it
     env_name, env_params = model_config.env_name, model_config.env_params
@@ -55,8 +56,8 @@ def card_text(model_config, train_config: dict, metrics: list[dict], step: int) 
                   f"{context}\ntransitions)")
     data = ModelCardData(library_name="icl-rl", tags=["reinforcement-learning",
                                                      "in-context-learning", tag, env_name],
-                         datasets=[d for d in dataset.split(",")  # Hub ids, not local folders
-                                   if d != "?" and not Path(d).exists()] or None)
+                         datasets=None if dataset == "?" else  # Hub ids, not local folders
+                         [d for d in split_sources(dataset) if not Path(d).exists()] or None)
     evals = [m for m in metrics if "eval/loss" in m]
     quality = (f"Held-out action loss {evals[-1]['eval/loss']:.4f}, accuracy "
                f"{evals[-1]['eval/accuracy']:.1%} (step {evals[-1]['step']})." if evals else "")

@@ -373,8 +373,10 @@ def test_pooled_datasets(ucb_data, tmp_path):
     assert torch.equal(pooled.history.optimal_actions[-20:], b.history.optimal_actions)
     assert pooled.meta["learner"]["name"] == "ucb" and pooled.source == f"{ucb_data},{other}"
 
-    res = train(tiny(f"{ucb_data},{other}", tmp_path / "run", max_steps=4, eval_every=4))
+    res = train(tiny(f"{ucb_data}, {other}", tmp_path / "run", max_steps=4, eval_every=4))
     model = AutoModel.from_pretrained(res["model_dir"])
+    header = (Path(res["model_dir"]) / "README.md").read_text().split("---")[1]
+    assert "datasets:" not in header  # local folders, not Hub ids
     assert model.config.provenance["dataset"] == str(ucb_data)
     assert model.config.provenance["pooled_with"] == [str(other)]
     assert res["final_eval_loss"] is not None

@@ -73,9 +73,10 @@ def validate(config: TrainConfig) -> None:
     if config.target is not None and config.target not in TARGETS:
         raise IclRlError(f"--target must be one of {', '.join(TARGETS)}, got {config.target!r}")
     check_start_fraction(config.history_start_fraction, "--history-start-fraction")
-    if config.streaming and len(split_sources(config.dataset)) > 1:
+    pooled = len(split_sources(config.dataset))
+    if config.streaming and pooled > 1:
         raise IclRlError(f"--streaming reads one dataset; --dataset {config.dataset} names "
-                         f"{len(split_sources(config.dataset))}: pool them without --streaming")
+                         f"{pooled}: pool them without --streaming")
     check_parts(config.hide_inputs)
     if config.model not in FAMILIES:
         raise IclRlError(f"--model {config.model!r}: unknown model family; choose one of: "
