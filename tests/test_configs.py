@@ -111,6 +111,16 @@ def test_the_long_dpt_recipe_chains():
         {f: getattr(tune, f) for f in ("max_steps", "batch_size", "lr", "warmup_steps")}
     assert ev_mix.model == f"{mix.out}/model" and ev_mix.dataset == ev.dataset
     assert ev_mix.baselines == ev.baselines and ev_mix.offline_context == ev.offline_context
+    # or from scratch on a pool of the 100k roll-ins and those Thompson histories
+    pool = parse_config(TrainConfig, ["--config", str(folder / "train_dpt_pool.yaml")])
+    ev_pool = parse_config(EvalConfig, ["--config", str(folder / "eval_dpt_pool.yaml")])
+    r100k = parse_config(GenerateConfig, ["--config", str(folder / "generate_rollin_100k.yaml")])
+    assert pool.dataset.split(",") == [r100k.out, ts.out] and pool.init_model is None
+    assert r100k.seed != ts.seed and r100k.learner == "dirichlet_mix"
+    assert pool.max_steps * pool.batch_size <= (r100k.num_histories + ts.num_histories) * 0.95
+    assert ev_pool.model == f"{pool.out}/model" and ev_pool.dataset == r100k.out
+    assert {f: getattr(ev_pool, f) for f in ("num_tasks", "episodes", "seed", "baselines")} == \
+        {f: getattr(ev_mix, f) for f in ("num_tasks", "episodes", "seed", "baselines")}
     folder = CONFIGS / "dpt_darkroom"
     gen = parse_config(GenerateConfig, ["--config", str(folder / "generate_100k.yaml")])
     train = parse_config(TrainConfig, ["--config", str(folder / "train_long.yaml")])
