@@ -101,6 +101,10 @@ def table(results: dict) -> str:
                          f"trials, {r['epochs']}x{r['minibatches']} minibatches | "
                          f"{r['env_steps_per_s'] / 1e3:.0f} k ({r['update_share']:.0%} in "
                          "updates) |")
+        r = b["rl2"].get("two_processes")
+        if r:
+            lines.append(f"| RL² env steps/s incl. updates, {r['config']}, 2 CPU processes "
+                         f"(accelerate) | {r['env_steps_per_s'] / 1e3:.0f} k |")
     if "startup" in b:
         r = b["startup"]
         slowest = max(r["help_s"], key=r["help_s"].get)

@@ -3,16 +3,26 @@
 `python -m benchmarks.bench_rl2 [--quick]` prints JSON. A 64-wide GRU on 5-arm Bernoulli
 bandits (trials of 100 pulls) and on Dark Room 9x9 (trials of 10 episodes of 20 steps), at the
 batch shapes of the shipped recipes (configs/rl2_bandit: 256 trials, 4 epochs x 4 minibatches)
-and at a throughput-leaning one (1024 trials, 2 x 2). One iteration = collect a batch of trials
-through the acting interface (with their log-probabilities and values), run the PPO updates;
-the figure is the median over iterations after one warm-up, with the collect and update shares.
+at throughput-leaning ones (1024 trials, 2 x 2; and 1 x 8, the shape of
+configs/rl2_bandit/rl2_fast.yaml). One iteration = collect a batch of trials through the acting
+interface (with their log-probabilities and values), run the PPO updates; the figure is the
+median over iterations after one warm-up, with the collect and update shares.
+
+`two_processes`: `configs/rl2_bandit/rl2_fast.yaml` as shipped, run by `accelerate launch` with 2
+CPU processes (1,024 trials each, gradients averaged over gloo): the median of the env steps per
+second that `icl-rl rl2` logs itself, windows of 5 iterations after the first.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -29,7 +39,9 @@ from training.rl2 import (
     validate,
 )
 
-SHAPES = {"recipe": (256, 4, 4), "throughput": (1024, 2, 2)}  # trials, epochs, minibatches
+SHAPES = {"recipe": (256, 4, 4), "throughput": (1024, 2, 2),  # trials, epochs, minibatches
+          "fast": (1024, 1, 8)}
+FAST_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "rl2_bandit" / "rl2_fast.yaml"
 ENVS = {"bernoulli_bandit": ('{"num_arms": 5}', 100), "dark_room": (None, 10)}
 
 
@@ -72,12 +84,39 @@ def iteration_times(env_name: str, shape: str, iterations: int, quick: bool) -> 
             "update_share": update_s / (collect_s + update_s)}
 
 
+def two_processes(quick: bool) -> dict:
+    """rl2_fast.yaml under `accelerate launch`, 2 CPU processes: steps/s from its own log."""
+    iterations, log_every = (2, 1) if quick else (30, 5)
+    small = ["--num_envs", "64", "--trial_episodes", "10"] if quick else []
+    accelerate = Path(sys.executable).with_name("accelerate")
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", "0", "-m", "training.rl2", "--config", str(FAST_CONFIG),
+               "--out", f"{tmp}/run", "--iterations", str(iterations), "--log_every",
+               str(log_every), "--save_every", "0", "--report_to", "none", "--no-progress",
+               *small]
+        env = {**os.environ, "ACCELERATE_USE_CPU": "1", "WANDB_MODE": "disabled"}
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t0
+        if r.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+        log = Path(f"{tmp}/run/metrics.jsonl").read_text()
+        rows = [json.loads(line) for line in log.splitlines()]
+    rates = [row["train/env_steps_per_s"] for row in rows if "train/env_steps_per_s" in row]
+    kept = rates[1:] or rates  # the first window holds the warm-up
+    return {"env": "bernoulli_bandit", "config": "configs/rl2_bandit/rl2_fast.yaml",
+            "processes": 2, "iterations": iterations, "window_env_steps_per_s": rates,
+            "env_steps_per_s": statistics.median(kept), "wall_s": wall}
+
+
 def run(quick: bool = False) -> dict:
-    """Every env x shape."""
+    """Every env x shape, in this process; then the fast recipe on 2 processes."""
     iterations = 2 if quick else 5
     rows = [iteration_times(e, s, iterations, quick) for e in ENVS for s in SHAPES]
     return {"benchmark": "rl2", "machine": machine(), "results": rows,
-            "peak_rss_mb": peak_rss_mb()}
+            "two_processes": two_processes(quick), "peak_rss_mb": peak_rss_mb()}
 
 
 if __name__ == "__main__":

@@ -51,6 +51,27 @@ def test_rl2_command_set_parses_validates_and_chains(folder):
     assert ev.episodes == rl2.trial_episodes  # evaluated on the trial it was trained for
 
 
+def test_the_fast_rl2_bandit_recipe_chains():
+    """rl2_fast.yaml is rl2.yaml's recipe at a throughput shape, evaluated like it."""
+    from training.rl2 import RL2Config
+    from training.rl2 import validate as validate_rl2
+
+    folder = CONFIGS / "rl2_bandit"
+    base = parse_config(RL2Config, ["--config", str(folder / "rl2.yaml")])
+    fast = parse_config(RL2Config, ["--config", str(folder / "rl2_fast.yaml")])
+    validate_rl2(fast)
+    ev, ev_fast = (parse_config(EvalConfig, ["--config", str(folder / name)])
+                   for name in ("eval.yaml", "eval_fast.yaml"))
+    validate_eval(ev_fast)
+    assert Path(ev_fast.model) == Path(fast.out) / "model" and fast.out != base.out
+    assert (fast.epochs, fast.minibatches) == (1, 8) and fast.num_envs >= 4 * base.num_envs
+    same = ("env", "env_kwargs", "model", "model_kwargs", "trial_episodes", "gamma",
+            "gae_lambda", "entropy_coef", "memory", "hide_inputs", "train_tasks", "seed")
+    assert {f: getattr(fast, f) for f in same} == {f: getattr(base, f) for f in same}
+    assert {f: getattr(ev_fast, f) for f in ("num_tasks", "episodes", "seed", "baselines")} == \
+        {f: getattr(ev, f) for f in ("num_tasks", "episodes", "seed", "baselines")}
+
+
 def test_every_sweep_file_plans(monkeypatch):
     from pipeline.sweep import SweepConfig, plan
 
