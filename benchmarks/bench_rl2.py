@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import emit, machine, peak_rss_mb
+from icl_rl.config import parse_config
 from icl_rl.models import build_model
 from training.rl2 import (
     RL2Config,
@@ -39,9 +40,12 @@ from training.rl2 import (
     validate,
 )
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+FAST_CONFIG = CONFIGS / "rl2_bandit" / "rl2_fast.yaml"
+TWO_CPU_PROCESSES = CONFIGS / "accelerate" / "cpu_2proc.yaml"
+_fast = parse_config(RL2Config, ["--config", str(FAST_CONFIG)])
 SHAPES = {"recipe": (256, 4, 4), "throughput": (1024, 2, 2),  # trials, epochs, minibatches
-          "fast": (1024, 1, 8)}
-FAST_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "rl2_bandit" / "rl2_fast.yaml"
+          "fast": (_fast.num_envs, _fast.epochs, _fast.minibatches)}  # rl2_fast.yaml's
 ENVS = {"bernoulli_bandit": ('{"num_arms": 5}', 100), "dark_room": (None, 10)}
 
 
@@ -90,9 +94,8 @@ def two_processes(quick: bool) -> dict:
     small = ["--num_envs", "64", "--trial_episodes", "10"] if quick else []
     accelerate = Path(sys.executable).with_name("accelerate")
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", "0", "-m", "training.rl2", "--config", str(FAST_CONFIG),
+        cmd = [str(accelerate), "launch", "--config_file", str(TWO_CPU_PROCESSES),
+               "-m", "training.rl2", "--config", str(FAST_CONFIG),
                "--out", f"{tmp}/run", "--iterations", str(iterations), "--log_every",
                str(log_every), "--save_every", "0", "--report_to", "none", "--no-progress",
                *small]
@@ -106,7 +109,7 @@ def two_processes(quick: bool) -> dict:
         rows = [json.loads(line) for line in log.splitlines()]
     rates = [row["train/env_steps_per_s"] for row in rows if "train/env_steps_per_s" in row]
     kept = rates[1:] or rates  # the first window holds the warm-up
-    return {"env": "bernoulli_bandit", "config": "configs/rl2_bandit/rl2_fast.yaml",
+    return {"env": _fast.env, "config": str(FAST_CONFIG.relative_to(CONFIGS.parent)),
             "processes": 2, "iterations": iterations, "window_env_steps_per_s": rates,
             "env_steps_per_s": statistics.median(kept), "wall_s": wall}
 
