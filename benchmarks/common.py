@@ -32,9 +32,12 @@ def peak_rss_mb() -> float:
 
 def machine() -> dict:
     """What the figures were measured on."""
+    from icl_rl.software import software
+
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()
     return {"python": sys.version.split()[0], "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "device": dev or platform.machine()}
+            "threads": torch.get_num_threads(), "device": dev or platform.machine(),
+            "software": software()}
 
 
 def best_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:

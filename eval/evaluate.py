@@ -38,6 +38,7 @@ from icl_rl.models import load_model
 from icl_rl.policy import ModelAgent
 from icl_rl.rng import TaskGenerators
 from icl_rl.rollout import History, rollout
+from icl_rl.software import software
 from icl_rl.tasks import SPLITS, eval_tasks, model_task_meta
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ def main(config: EvalConfig) -> dict:
         results["agents"][name] = compute_metrics(h, ctx, metrics)
     results["oracle_episode_return"] = oracle_return
     results["metrics"] = [m.name for m in metrics]
+    results["software"] = software()
     if any(depths):
         results["lookahead"] = lookahead_results(histories, depth_of, oracle_return, config)
     if config.offline_context:

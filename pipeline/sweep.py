@@ -39,6 +39,7 @@ from eval.metrics import metrics_of, registered_metrics, shown_columns
 from icl_rl.config import as_list, parse_config
 from icl_rl.errors import IclRlError
 from icl_rl.io import atomic_write_text
+from icl_rl.software import software
 from pipeline.config import SweepConfig
 from training.rl2 import RL2Config
 from training.rl2 import main as rl2
@@ -294,7 +295,8 @@ def summarize(out: Path, variants: list[Variant]) -> dict:
                 row["agents"][agent] = {key: a[key] for m in metrics for key in m.summary
                                         if key in a}
         rows[v.name] = row
-    summary = {"out": str(out), "variants": rows}
+    # each evaluation's results.json records what it ran with; this is the summarising process's
+    summary = {"out": str(out), "variants": rows, "software": software()}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     atomic_write_text(out / "summary.md", summary_table(summary))
     if rows:

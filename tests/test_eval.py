@@ -118,7 +118,11 @@ def test_eval_writes_report_and_beats_random(trained, tmp_path):
     assert a["source"]["final_regret"] < a["random"]["final_regret"]
     report = (tmp_path / "ev/report.md").read_text()
     assert "| model |" in report and "cumulative regret" in report
-    assert json.loads((tmp_path / "ev/results.json").read_text())["num_tasks"] == 128
+    saved = json.loads((tmp_path / "ev/results.json").read_text())
+    assert saved["num_tasks"] == 128
+    # what it ran with, so a result that does not reproduce elsewhere can be traced
+    assert saved["software"]["torch"] == torch.__version__
+    assert saved["software"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 def test_eval_bad_inputs(trained, tmp_path):

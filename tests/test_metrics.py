@@ -155,6 +155,7 @@ def test_a_registered_metric_reaches_report_results_card_and_sweep(toy_metric, t
     assert "| steps with action 0 |" in card and f"| {cell} |" in card
     assert summary["variants"]["full"]["agents"]["model"]["first_action_share"] == share
     saved = json.loads((out / "summary.json").read_text())
+    assert saved["software"]["torch"] == torch.__version__
     assert saved["variants"]["full"]["agents"]["source"]["first_action_share"] >= 0
     table = (out / "summary.md").read_text()
     assert "steps with action 0 |" in table and f"| {cell} |" in table

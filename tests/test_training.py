@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from transformers import AutoModel
 
 from data_gen.generate import GenerateConfig
@@ -354,6 +355,8 @@ def test_a_heldout_shard_that_does_not_read_is_an_error(tmp_path, caplog):
     assert "no held-out split" in caplog.text
     info = json.loads((tmp_path / "run2/run_info.json").read_text())
     assert info["num_processes"] == 1 and info["device"] == "cpu"
+    assert info["software"]["torch"] == torch.__version__
+    assert info["software"]["transformers"] == transformers.__version__
 
 
 def test_pooled_datasets(ucb_data, tmp_path):

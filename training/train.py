@@ -281,10 +281,12 @@ def make_accelerator(config, out: Path):
 
 
 def run_info(accelerator) -> dict:
-    """What the run ran on, saved next to its config."""
+    """What the run ran on, saved next to its config: the processes and the software."""
+    from icl_rl.software import software
+
     return {"num_processes": accelerator.num_processes, "device": str(accelerator.device),
             "distributed_type": accelerator.distributed_type.value,
-            "mixed_precision": accelerator.mixed_precision}
+            "mixed_precision": accelerator.mixed_precision, "software": software()}
 
 
 def prepare_folder(config: TrainConfig, out: Path, model: FamilyModel, accelerator) -> None:
