@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import platform
 import resource
 import statistics
-import sys
 import time
 from collections.abc import Callable
 
@@ -31,13 +29,11 @@ def peak_rss_mb() -> float:
 
 
 def machine() -> dict:
-    """What the figures were measured on."""
+    """What the figures were measured on: the software record every result carries (python and
+    package versions, processor, torch's CPU vector ISA and threads, the GPU if any)."""
     from icl_rl.software import software
 
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()
-    return {"python": sys.version.split()[0], "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "device": dev or platform.machine(),
-            "software": software()}
+    return software()
 
 
 def best_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
