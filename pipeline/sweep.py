@@ -18,6 +18,13 @@ generate from its finished shards. The variant's resolved settings are stamped i
 editing a finished variant's settings is refused rather than mixing old and new results.
 Output: `summary.json`, `summary.md` (one row per variant and a column per registered metric's
 column, for the model and for its source learner) and `curves.png`.
+
+A `seeds: [0, 1, 2]` list trains every variant once per seed (the `seed` of train and rl2), in
+`out/<variant>/seed<k>/`, on the same dataset and the same evaluation tasks, so that the seeds
+differ by training alone; the tables then give each variant's mean over its seeds with a 95%
+t-interval over seeds (a CI over held-out tasks says nothing of how another training run
+would land), and `summary.json` keeps every seed's numbers. Seeds added to the list later run
+alone; the finished ones are kept.
 """
 
 from __future__ import annotations
@@ -26,8 +33,11 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from data_gen.generate import GenerateConfig
 from data_gen.generate import main as generate
@@ -71,6 +81,14 @@ class Variant:
     eval: EvalConfig | None = None
     rl2: RL2Config | None = None
     rl2_eval: EvalConfig | None = None
+    group: str = ""
+    """The variant of the sweep file this is one training seed of (seeded sweeps; else "")."""
+    seed: int | None = None
+
+    @property
+    def label(self) -> str:
+        """The sweep file's variant name (`--only` and the tables use it)."""
+        return self.group or self.name
 
 
 def _load_yaml(path: Path, what: str) -> dict:
@@ -122,14 +140,28 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _seeds(value, path: Path) -> list[int] | None:
+    """The sweep file's `seeds`: None (one run per variant, in its own folder) or distinct
+    non-negative integers."""
+    if value is None:
+        return None
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                            for x in items) or len(set(items)) != len(items):
+        raise IclRlError(f"{path}: `seeds` must be a list of distinct non-negative integers "
+                         f"(training seeds, e.g. [0, 1, 2]), got {value!r}")
+    return list(items)
+
+
 def plan(config: SweepConfig) -> tuple[Path, list[Variant]]:
     """Read and check the sweep file; every variant's configs, before anything runs."""
     path = Path(config.sweep)
     spec = _load_yaml(path, "--sweep")
-    unknown = sorted(set(spec) - {"out", "variants", *STAGES})
+    unknown = sorted(set(spec) - {"out", "variants", "seeds", *STAGES})
     if unknown:
         raise IclRlError(f"{path}: unknown key(s) {', '.join(unknown)}; a sweep file has out, "
-                         "generate, train, eval, rl2 and variants")
+                         "generate, train, eval, rl2, variants and seeds")
+    seeds = _seeds(spec.get("seeds"), path)
     ad, by_rl = "generate" in spec or "train" in spec, "rl2" in spec
     if not (ad or by_rl):
         raise IclRlError(f"{path}: set `generate` and `train` (algorithm distillation), `rl2` "
@@ -154,42 +186,57 @@ def plan(config: SweepConfig) -> tuple[Path, list[Variant]]:
                              "among generate, train, eval, rl2")
         merged = {s: {**base[s], **_stage_dict(over.get(s), path, s, f"variant {name}: {s}"),
                       **quiet} for s in STAGES}
-        where = f"variant {name}"
-        variant = Variant(name)
-        if by_rl:
-            run = out / name / "rl2"
-            variant.rl2 = _build("rl2", merged["rl2"], {"out": str(run),
-                                                        "resume_from_checkpoint": "auto"},
-                                 path, where)
-            variant.rl2_eval = _build("eval", merged["eval"], {
-                "model": str(run / "model"), "dataset": None,
-                "out": str(out / name / "rl2_eval")}, path, where)
-            validate_rl2(variant.rl2)
-            validate_eval(variant.rl2_eval)
-        if not ad:
-            result.append(variant)
+        if seeds is None:
+            result.append(_variant(Variant(name), merged, out, path, ad, by_rl))
             continue
-        gen = _build("generate", merged["generate"], {"out": ""}, path, where)
-        # None-valued options left out: an option added later (default None) keeps the name
-        data = out / "datasets" / _digest({k: v for k, v in gen.identity().items()
-                                           if v is not None})
-        gen = dataclasses.replace(gen, out=str(data))
-        run = out / name / "run"
-        tr = _build("train", merged["train"], {"dataset": str(data), "out": str(run),
-                                               "resume_from_checkpoint": "auto"}, path, where)
-        ev = _build("eval", merged["eval"], {"model": str(run / "model"), "dataset": str(data),
-                                             "out": str(out / name / "eval")}, path, where)
-        validate_generate(gen)
-        validate_train(tr)
-        validate_eval(ev)
-        variant.generate, variant.train, variant.eval = gen, tr, ev
-        result.append(variant)
+        for stage in ("train", "rl2"):
+            if "seed" in merged[stage]:
+                raise IclRlError(f"{path}: variant {name}: {stage} sets `seed`, but `seeds` "
+                                 "sets the training seed of every variant; remove one")
+        for seed in seeds:
+            seeded = {**merged, "train": {**merged["train"], "seed": seed},
+                      "rl2": {**merged["rl2"], "seed": seed}}
+            result.append(_variant(Variant(f"{name}/seed{seed}", group=name, seed=seed),
+                                   seeded, out, path, ad, by_rl))
     if config.only:
-        missing = sorted(set(config.only) - {v.name for v in result})
+        missing = sorted(set(config.only) - {v.label for v in result})
         if missing:
             raise IclRlError(f"--only: no variant(s) {', '.join(missing)} in {path} (it has "
-                             f"{', '.join(v.name for v in result)})")
+                             f"{', '.join(dict.fromkeys(v.label for v in result))})")
     return out, result
+
+
+def _variant(variant: Variant, merged: dict, out: Path, path: Path, ad: bool,
+             by_rl: bool) -> Variant:
+    """Build and check the stage configs of one variant (one seed of it, in a seeded sweep)."""
+    name, where = variant.name, f"variant {variant.label}"
+    if by_rl:
+        run = out / name / "rl2"
+        variant.rl2 = _build("rl2", merged["rl2"], {"out": str(run),
+                                                    "resume_from_checkpoint": "auto"},
+                             path, where)
+        variant.rl2_eval = _build("eval", merged["eval"], {
+            "model": str(run / "model"), "dataset": None,
+            "out": str(out / name / "rl2_eval")}, path, where)
+        validate_rl2(variant.rl2)
+        validate_eval(variant.rl2_eval)
+    if not ad:
+        return variant
+    gen = _build("generate", merged["generate"], {"out": ""}, path, where)
+    # None-valued options left out: an option added later (default None) keeps the name
+    data = out / "datasets" / _digest({k: v for k, v in gen.identity().items()
+                                       if v is not None})
+    gen = dataclasses.replace(gen, out=str(data))
+    run = out / name / "run"
+    tr = _build("train", merged["train"], {"dataset": str(data), "out": str(run),
+                                           "resume_from_checkpoint": "auto"}, path, where)
+    ev = _build("eval", merged["eval"], {"model": str(run / "model"), "dataset": str(data),
+                                         "out": str(out / name / "eval")}, path, where)
+    validate_generate(gen)
+    validate_train(tr)
+    validate_eval(ev)
+    variant.generate, variant.train, variant.eval = gen, tr, ev
+    return variant
 
 
 def stamp(v: Variant, pipeline: str = "ad") -> dict:
@@ -297,6 +344,12 @@ def summarize(out: Path, variants: list[Variant]) -> dict:
         rows[v.name] = row
     # each evaluation's results.json records what it ran with; this is the summarising process's
     summary = {"out": str(out), "variants": rows, "software": software()}
+    groups: dict[str, dict[int, dict]] = {}
+    for v in variants:
+        if v.group and v.name in rows:
+            groups.setdefault(v.group, {})[v.seed] = rows[v.name]
+    if groups:
+        summary["seeds"] = {group: across_seeds(runs) for group, runs in groups.items()}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     atomic_write_text(out / "summary.md", summary_table(summary))
     if rows:
@@ -304,29 +357,82 @@ def summarize(out: Path, variants: list[Variant]) -> dict:
     return summary
 
 
+def _scalar(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def across_seeds(runs: dict[int, dict]) -> dict:
+    """One variant's rows of several training seeds as one row: every number the mean over the
+    seeds, every `*_ci95` a 95% t-interval over the seeds (None from one seed) in place of the
+    CI over tasks, curves averaged point by point; a number some seed lacks (an episode never
+    reached) is None. `per_seed` keeps each seed's numbers."""
+    from scipy import stats
+
+    rows = list(runs.values())
+    n = len(rows)
+    half = (lambda x: float(stats.t.ppf(0.975, n - 1) * np.std(x, ddof=1) / math.sqrt(n))
+            if n > 1 else None)
+    agents, per_seed = {}, {}
+    for agent in dict.fromkeys(a for r in rows for a in r["agents"]):
+        dicts = [r["agents"].get(agent, {}) for r in rows]
+        merged, values = {}, {}
+        for key in dict.fromkeys(k for d in dicts for k in d):
+            xs = [d.get(key) for d in dicts]
+            if key.endswith("_ci95"):
+                continue
+            if all(_scalar(x) for x in xs):
+                merged[key], values[key] = float(np.mean(xs)), xs
+                if any(k == f"{key}_ci95" for d in dicts for k in d):
+                    merged[f"{key}_ci95"] = half(xs)
+            elif all(isinstance(x, list) and x and all(_scalar(y) for y in x) for x in xs) \
+                    and len({len(x) for x in xs}) == 1:
+                merged[key] = np.mean(np.asarray(xs, dtype=float), axis=0).tolist()
+            elif all(x is None or _scalar(x) for x in xs):
+                merged[key], values[key] = None, xs
+        agents[agent], per_seed[agent] = merged, values
+    losses = [r["final_eval_loss"] for r in rows]
+    return {"seeds": list(runs), "agents": agents, "per_seed": per_seed,
+            "final_eval_loss": float(np.mean(losses)) if all(_scalar(x) for x in losses)
+            else None,
+            "oracle_episode_return": float(np.mean([r["oracle_episode_return"] for r in rows])),
+            "improvement_k": rows[0]["improvement_k"],
+            "metrics": sorted({m for r in rows for m in r["metrics"]})}
+
+
 def summary_table(summary: dict) -> str:
     """Markdown: for the model (with the held-out loss) and for its source learner, one row per
-    variant and the columns of every metric the variants' evaluations computed."""
-    variants = summary["variants"]
+    variant and the columns of every metric the variants' evaluations computed; in a seeded
+    sweep first the tables over seeds (mean, 95% t-interval over seeds), then every seed's."""
+    parts = ["# Ablation sweep\n"]
+    if summary.get("seeds"):
+        parts += _agent_tables(summary["seeds"], "mean over training seeds, ± a 95% "
+                               "t-interval over seeds; k: the episodes averaged at each end",
+                               seeds=True)
+        parts.append("## Every seed\n")
+    parts += _agent_tables(summary["variants"], "k: the episodes averaged at each end")
+    return "\n".join(parts)
+
+
+def _agent_tables(variants: dict, note: str, seeds: bool = False) -> list[str]:
     names = {n for row in variants.values() for n in row.get("metrics", [])}
     columns = [c for m in registered_metrics() if m.name in names for c in m.columns]
-    parts = ["# Ablation sweep\n"]
+    parts = []
     for agent, title in SUMMARY_AGENTS.items():
         rows = {n: r for n, r in variants.items() if agent in r["agents"]}
         if not rows:
             continue
         loss = ["held-out loss"] if agent == "model" else []
         shown = shown_columns(columns, (r["agents"][agent] for r in rows.values()))
-        head = ["variant", *loss, *(c.title("k") for c in shown)]
+        head = ["variant", *(["seeds"] if seeds else []), *loss, *(c.title("k") for c in shown)]
         lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         for name, row in rows.items():
             a = row["agents"].get(agent, {})
             loss = [_fmt(row["final_eval_loss"])] if agent == "model" else []
-            cells = [name, *loss, *(c.render(a, row["improvement_k"]) for c in shown)]
+            cells = [name, *([str(len(row["seeds"]))] if seeds else []), *loss,
+                     *(c.render(a, row["improvement_k"]) for c in shown)]
             lines.append("| " + " | ".join(cells) + " |")
-        parts.append(f"{title} (k: the episodes averaged at each end):\n\n" + "\n".join(lines)
-                     + "\n")
-    return "\n".join(parts)
+        parts.append(f"{title} ({note}):\n\n" + "\n".join(lines) + "\n")
+    return parts
 
 
 def _fmt(x, fmt=".3f") -> str:
@@ -341,7 +447,7 @@ def plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name, row in summary["variants"].items():
+    for name, row in (summary.get("seeds") or summary["variants"]).items():
         for agent, style in (("model", "-"), ("rl2", "--")):
             curve = row["agents"].get(agent, {}).get("episode_return_mean")
             if curve:
@@ -351,7 +457,8 @@ def plot(summary: dict, path: Path) -> None:
                         label=label)
     ax.set_xlabel("episode in context")
     ax.set_ylabel("return / oracle (AD solid, RL² dashed)")
-    ax.set_title("ablation sweep: held-out tasks")
+    ax.set_title("ablation sweep: held-out tasks" + (" (mean over training seeds)"
+                                                      if summary.get("seeds") else ""))
     ax.legend()
     fig.tight_layout()
     tmp = path.with_name(f".tmp-{path.name}")
@@ -363,9 +470,9 @@ def plot(summary: dict, path: Path) -> None:
 def main(config: SweepConfig) -> dict:
     """Run the variants not yet done; returns the summary."""
     out, variants = plan(config)
-    wanted = set(config.only or [v.name for v in variants])
+    wanted = set(config.only or [v.label for v in variants])
     for v in variants:
-        if v.name in wanted:
+        if v.label in wanted:
             log.info("variant %s", v.name)
             run_variant(v, out)
     return summarize(out, variants)

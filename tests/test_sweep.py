@@ -179,3 +179,45 @@ def test_an_rl2_only_sweep_needs_no_dataset(tmp_path):
     bad.write_text(yaml.safe_dump({"out": "x", "eval": BASE["eval"], "variants": {"a": {}}}))
     with pytest.raises(IclRlError, match="rl2"):
         sweep.plan(SweepConfig(sweep=str(bad)))
+
+
+def test_seeds_train_each_variant_per_seed_and_report_a_ci_over_seeds(tmp_path, monkeypatch):
+    """`seeds` trains every variant once per seed on one dataset and the same evaluation tasks;
+    the table's CI is a t-interval over the seeds; a seed added later runs alone."""
+    trained = []
+    real = sweep.train
+    monkeypatch.setattr(sweep, "train", lambda cfg: trained.append(cfg.seed) or real(cfg))
+    file = write(tmp_path, {"full": {}}, seeds=[0, 1])
+    summary = sweep.main(SweepConfig(sweep=file))
+    out = tmp_path / "out"
+    assert trained == [0, 1] and len(list((out / "datasets").iterdir())) == 1
+    assert set(summary["variants"]) == {"full/seed0", "full/seed1"}
+    runs = [json.loads((out / f"full/seed{k}/eval/results.json").read_text()) for k in (0, 1)]
+    assert runs[0]["agents"]["oracle"] == runs[1]["agents"]["oracle"]  # the same tasks
+    regrets = [r["agents"]["model"]["final_regret"] for r in runs]
+    assert regrets[0] != regrets[1]  # the seeds trained different models
+    full = summary["seeds"]["full"]
+    assert full["seeds"] == [0, 1] and full["per_seed"]["model"]["final_regret"] == regrets
+    assert full["agents"]["model"]["final_regret"] == pytest.approx(sum(regrets) / 2)
+    # t(0.975, 1 dof) = 12.706; sd of two values = |a - b| / sqrt(2); over sqrt(2) seeds
+    assert full["agents"]["model"]["final_regret_ci95"] == pytest.approx(
+        12.706 * abs(regrets[0] - regrets[1]) / 2, rel=1e-3)
+    table = (out / "summary.md").read_text()
+    assert "t-interval over seeds" in table and "| full | 2 |" in table
+    assert "| full/seed0 |" in table and "| full/seed1 |" in table
+    # one more seed: only it trains; --only names the sweep file's variant
+    sweep.main(SweepConfig(sweep=write(tmp_path, {"full": {}}, seeds=[0, 1, 2]), only="full"))
+    assert trained == [0, 1, 2]
+    assert json.loads((out / "summary.json").read_text())["seeds"]["full"]["seeds"] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(("seeds", "variants", "msg"), [
+    ([0, 0], {"a": {}}, "distinct non-negative integers"),
+    (["x"], {"a": {}}, "distinct non-negative integers"),
+    ([], {"a": {}}, "distinct non-negative integers"),
+    ([0, 1], {"a": {"train": {"seed": 3}}}, "train sets `seed`, but `seeds`"),
+])
+def test_bad_seeds_are_refused_before_anything_runs(tmp_path, seeds, variants, msg):
+    with pytest.raises(IclRlError, match=msg):
+        sweep.main(SweepConfig(sweep=write(tmp_path, variants, seeds=seeds)))
+    assert not (tmp_path / "out").exists()
