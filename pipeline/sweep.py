@@ -145,12 +145,12 @@ def _seeds(value, path: Path) -> list[int] | None:
     non-negative integers."""
     if value is None:
         return None
-    items = value if isinstance(value, list) else [value]
-    if not items or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
-                            for x in items) or len(set(items)) != len(items):
+    # a bare number is refused, not read as one seed: `seeds: 3` may as well mean three seeds
+    if not isinstance(value, list) or not value or len(set(value)) != len(value) or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value):
         raise IclRlError(f"{path}: `seeds` must be a list of distinct non-negative integers "
                          f"(training seeds, e.g. [0, 1, 2]), got {value!r}")
-    return list(items)
+    return value
 
 
 def plan(config: SweepConfig) -> tuple[Path, list[Variant]]:
@@ -377,12 +377,12 @@ def across_seeds(runs: dict[int, dict]) -> dict:
         dicts = [r["agents"].get(agent, {}) for r in rows]
         merged, values = {}, {}
         for key in dict.fromkeys(k for d in dicts for k in d):
-            xs = [d.get(key) for d in dicts]
             if key.endswith("_ci95"):
                 continue
+            xs = [d.get(key) for d in dicts]
             if all(_scalar(x) for x in xs):
                 merged[key], values[key] = float(np.mean(xs)), xs
-                if any(k == f"{key}_ci95" for d in dicts for k in d):
+                if any(f"{key}_ci95" in d for d in dicts):
                     merged[f"{key}_ci95"] = half(xs)
             elif all(isinstance(x, list) and x and all(_scalar(y) for y in x) for x in xs) \
                     and len({len(x) for x in xs}) == 1:

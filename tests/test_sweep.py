@@ -215,6 +215,7 @@ def test_seeds_train_each_variant_per_seed_and_report_a_ci_over_seeds(tmp_path, 
     ([0, 0], {"a": {}}, "distinct non-negative integers"),
     (["x"], {"a": {}}, "distinct non-negative integers"),
     ([], {"a": {}}, "distinct non-negative integers"),
+    (3, {"a": {}}, "distinct non-negative integers"),  # not one seed, not three: refused
     ([0, 1], {"a": {"train": {"seed": 3}}}, "train sets `seed`, but `seeds`"),
 ])
 def test_bad_seeds_are_refused_before_anything_runs(tmp_path, seeds, variants, msg):
