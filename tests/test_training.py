@@ -56,12 +56,14 @@ def test_model_round_trip_and_auto_class(tmp_path):
         assert torch.equal(p, q), n
 
 
-def test_acting_step_by_step_equals_the_training_forward():
+@pytest.mark.parametrize("kv_heads", [4, 1])
+def test_acting_step_by_step_equals_the_training_forward(kv_heads):
     """The acting protocol (init_state, one step per call, ring KV cache) gives the logits of
-    the training forward over the same aligned history: train/eval parity by construction."""
+    the training forward over the same aligned history: train/eval parity by construction;
+    with shared key/value heads (grouped-query attention) too, whose cache holds only those."""
     torch.manual_seed(0)
     cfg = ADConfig(obs_dim=2, num_actions=4, hidden_size=64, num_layers=3, num_heads=4,
-                   max_context=48)
+                   num_kv_heads=kv_heads, max_context=48)
     model = ADModel(cfg).eval()
     b, t = 5, 48
     obs = torch.randn(b, t, 2)
@@ -81,6 +83,28 @@ def test_acting_step_by_step_equals_the_training_forward():
             assert out.features.shape == (b, 3, 64)
     diff = (torch.stack(steps, dim=1) - full).abs().max().item()
     assert diff < 1e-4
+    assert state.cache.layers[0].keys.shape == (b, kv_heads, t, 16)
+
+
+def test_shared_key_value_heads(tmp_path):
+    """num_kv_heads: fewer k/v projections (counted in the FLOPs), saved and reloaded, and a
+    count that does not divide the heads refused in one line."""
+    cfg = ADConfig(obs_dim=2, num_actions=5, hidden_size=64, num_layers=2, num_heads=4,
+                   num_kv_heads=1, max_context=16)
+    model, full = ADModel(cfg), ADModel(ADConfig(**{**cfg.to_dict(), "num_kv_heads": 4}))
+    attn = model.backbone.layers[0].self_attn
+    assert attn.k_proj.out_features == attn.v_proj.out_features == 16
+    d = 64  # 4 heads of 16: k and v are 1/4 as wide, 2 * 2 * (d * d - d * d / 4) per layer
+    assert full.flops_per_token(16) - model.flops_per_token(16) == 3 * 2 * 2 * 2 * (
+        d * d - d * d // 4)
+    with pytest.raises(IclRlError, match="num_kv_heads must be a positive integer that "
+                                         "divides num_heads 4"):
+        ADConfig(num_heads=4, num_kv_heads=3)
+    assert ADConfig(num_heads=2).num_kv_heads == 2  # default: one per head
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path)
+    assert loaded.config.num_kv_heads == 1
+    assert loaded.backbone.layers[0].self_attn.k_proj.out_features == 16
 
 
 def test_windows_carry_the_previous_transition(ucb_data):

@@ -30,16 +30,23 @@ from icl_rl.transitions import Transitions, token_features
 
 
 class ADConfig(FamilyConfig):
-    """AD: a Llama decoder over one token per step. Options: the decoder's shape."""
+    """AD: a Llama decoder over one token per step. Options: the decoder's shape.
+
+    `num_kv_heads` (default `num_heads`): key/value heads shared by the query heads
+    (grouped-query attention; 1 is multi-query). Fewer k/v projections per token: at
+    `num_kv_heads` 1 and 4 heads the attention's projections do 5/8 of the matrix work.
+    """
 
     model_type = "icl_rl_ad"
 
     def __init__(self, hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
                  intermediate_size: int | None = None, dropout: float = 0.0,
-                 rope_theta: float = 10000.0, value_head: bool = False, **kwargs) -> None:
+                 rope_theta: float = 10000.0, value_head: bool = False,
+                 num_kv_heads: int | None = None, **kwargs) -> None:
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.num_heads = num_heads
+        self.num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         self.intermediate_size = intermediate_size or 4 * hidden_size
         self.dropout = dropout  # attention dropout
         self.rope_theta = rope_theta
@@ -51,6 +58,10 @@ class ADConfig(FamilyConfig):
         if hidden_size % num_heads:
             raise IclRlError(f"hidden_size {hidden_size} must be divisible by num_heads "
                              f"{num_heads}")
+        kv = self.num_kv_heads
+        if not isinstance(kv, int) or kv < 1 or num_heads % kv:
+            raise IclRlError(f"num_kv_heads must be a positive integer that divides num_heads "
+                             f"{num_heads} (1 to share one key/value head), got {kv!r}")
         super().__init__(**kwargs)
 
     def backbone_config(self) -> LlamaConfig:
@@ -61,7 +72,7 @@ class ADConfig(FamilyConfig):
             intermediate_size=self.intermediate_size,
             num_hidden_layers=self.num_layers,
             num_attention_heads=self.num_heads,
-            num_key_value_heads=self.num_heads,
+            num_key_value_heads=self.num_kv_heads,
             max_position_embeddings=self.max_context,
             attention_dropout=self.dropout,
             rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
@@ -287,6 +298,7 @@ class ADModel(FamilyModel):
         """Analytic training FLOPs per token (forward + backward = 3x forward)."""
         c = self.config
         d, f, L = c.hidden_size, c.intermediate_size, c.num_layers
-        per_layer = 2 * (4 * d * d + 3 * d * f) + 2 * 2 * context * d  # matmuls + attention
+        kv = d * c.num_kv_heads // c.num_heads  # width of the keys (and of the values)
+        per_layer = 2 * (2 * d * d + 2 * d * kv + 3 * d * f) + 2 * 2 * context * d  # + attention
         forward = L * per_layer + 2 * c.token_dim * d + 2 * d * c.num_actions
         return 3.0 * forward
