@@ -278,6 +278,13 @@ def fraction_of_oracle(h: History, ctx: Context) -> dict:
     return {"fraction_of_oracle_last_k": float(last.mean() / oracle) if oracle else None}
 
 
+def _episodes(n: float | None) -> str:
+    """An episode count: a task set's integer as is, a mean over training seeds to 0.1."""
+    if n is None:
+        return "not reached"
+    return str(n) if float(n).is_integer() else f"{n:.1f}"
+
+
 def episodes_to_80pct_oracle(h: History, ctx: Context) -> dict:
     """The first episode whose mean return reaches 80% of the oracle's (None if none does)."""
     mean = h.episode_returns().numpy().mean(axis=0)  # [E]
@@ -500,8 +507,7 @@ for _metric in (
            summary=("fraction_of_oracle_last_k",)),
     Metric("episodes_to_80pct_oracle", episodes_to_80pct_oracle, applies=searches,
            columns=(Column("episodes to 80% of oracle", ("episodes_to_80pct_oracle",),
-                           lambda a, k: ("not reached" if a["episodes_to_80pct_oracle"] is None
-                                         else str(a["episodes_to_80pct_oracle"]))),),
+                           lambda a, k: _episodes(a["episodes_to_80pct_oracle"])),),
            summary=("episodes_to_80pct_oracle",)),
     Metric("search_exploit", search_exploit, applies=searches,
            columns=(Column("tasks rewarded in first {k} ep.", ("rewarded_by_episode",),

@@ -164,6 +164,9 @@ def test_episodes_to_a_fraction_of_the_oracle():
     text = report(results)
     assert "episodes to 80% of oracle |" in text
     assert "| 90.0% | 2 |" in text and "| 90.0% | not reached |" in text
+    # a mean over training seeds (a sweep with seeds) reads to one decimal
+    results["agents"]["model"]["episodes_to_80pct_oracle"] = 23 / 3
+    assert "| 90.0% | 7.7 |" in report(results)
 
 
 def test_search_and_exploit_split():
