@@ -36,7 +36,8 @@ def main(config: DemoConfig) -> dict:
     run = train(TrainConfig(
         dataset=str(data), out=str(out / "run"), context=config.steps,
         model_kwargs={"hidden_size": config.hidden_size, "num_layers": config.num_layers,
-                      "num_heads": 4, "intermediate_size": config.intermediate_size},
+                      "num_heads": config.num_heads, "num_kv_heads": config.num_kv_heads,
+                      "intermediate_size": config.intermediate_size},
         batch_size=config.batch_size, max_steps=config.train_steps, lr=config.lr,
         warmup_steps=100, eval_every=max(1, config.train_steps // 5),
         save_every=max(1, config.train_steps // 3), seed=config.seed,
