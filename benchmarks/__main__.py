@@ -65,8 +65,10 @@ def table(results: dict) -> str:
             lines.append(f"| training, GPT-2 reference of DPT's shape, {shape} | "
                          f"{ref['transitions_per_s']['gpt2_reference']:.0f} transitions/s |")
             for name, ratio in ref["over_gpt2"].items():
+                low, high = ref["over_gpt2_range"][name]
                 lines.append(f"| training {name} over the GPT-2 reference, same shape, timed in "
-                             f"turn | {ratio:.2f}x ({ref['transitions_per_s'][name]:.0f}/s) |")
+                             f"turn | {ratio:.2f}x (rounds {low:.2f}-{high:.2f}x; "
+                             f"{ref['transitions_per_s'][name]:.0f}/s) |")
     if "eval" in b:
         for r in b["eval"]["results"]:
             if r.get("mode") == "kv_cache":
