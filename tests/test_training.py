@@ -101,6 +101,8 @@ def test_shared_key_value_heads(tmp_path):
                                          "divides num_heads 4"):
         ADConfig(num_heads=4, num_kv_heads=3)
     assert ADConfig(num_heads=2).num_kv_heads == 2  # default: one per head
+    assert "with 4 attention heads over 1 key/value head" in cfg.describe()  # model card
+    assert "with 2 attention heads (" in ADConfig(num_heads=2).describe()
     model.save_pretrained(tmp_path)
     loaded = AutoModel.from_pretrained(tmp_path)
     assert loaded.config.num_kv_heads == 1

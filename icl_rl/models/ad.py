@@ -85,8 +85,12 @@ class ADConfig(FamilyConfig):
     def describe(self) -> str:
         """Shape in words."""
         heads = ", world-model heads" if self.world_model_weight else ""
-        return (f"{self.num_layers}-layer, {self.hidden_size}-wide decoder (transformers "
-                f"LlamaModel backbone{heads})")
+        shared = (f" over {self.num_kv_heads} key/value head"
+                  f"{'s' if self.num_kv_heads > 1 else ''}"
+                  if self.num_kv_heads != self.num_heads else "")
+        return (f"{self.num_layers}-layer, {self.hidden_size}-wide decoder with "
+                f"{self.num_heads} attention head{'s' if self.num_heads > 1 else ''}{shared} "
+                f"(transformers LlamaModel backbone{heads})")
 
 
 class RingLayer(DynamicLayer):
