@@ -64,11 +64,14 @@ def test_prefix_training_equals_a_loop_over_prefixes():
 
 @pytest.mark.parametrize("scope", ["steps", "episodes"])
 @pytest.mark.parametrize("constant_obs", [False, True], ids=["new_query", "same_query"])
-def test_acting_equals_the_forward_over_the_context_it_holds(scope, constant_obs):
+@pytest.mark.parametrize("kv_heads", [4, 1])
+def test_acting_equals_the_forward_over_the_context_it_holds(scope, constant_obs, kv_heads):
     """Online acting: the prediction at each step is the forward over [query = o_t, the
     transitions the context holds] (every completed step, or those of finished episodes),
-    whether the KV cache is extended (same query, as in a bandit) or rebuilt."""
-    model = dpt(context_scope=scope)
+    whether the KV cache is extended (same query, as in a bandit) or rebuilt; with shared
+    key/value heads (`num_kv_heads`) too."""
+    model = dpt(context_scope=scope, num_kv_heads=kv_heads)
+    assert model.backbone.layers[0].self_attn.k_proj.out_features == 32 * kv_heads // 4
     x = history(3, 30, episode=5, constant_obs=constant_obs)
     state = model.init_state(3)
     last_start = 0

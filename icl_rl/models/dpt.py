@@ -51,14 +51,14 @@ class DPTConfig(ADConfig):
     def __init__(self, hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
                  intermediate_size: int | None = None, dropout: float = 0.0,
                  rope_theta: float = 10000.0, context_scope: str = "episodes",
-                 **kwargs) -> None:
+                 num_kv_heads: int | None = None, **kwargs) -> None:
         if context_scope not in SCOPES:
             raise IclRlError(f"context_scope must be one of {', '.join(SCOPES)} (what fills the "
                              f"context online: finished episodes, or every step), got "
                              f"{context_scope!r}")
         self.context_scope = context_scope
         super().__init__(hidden_size, num_layers, num_heads, intermediate_size, dropout,
-                         rope_theta, **kwargs)
+                         rope_theta, num_kv_heads=num_kv_heads, **kwargs)
 
     @property
     def token_dim(self) -> int:
