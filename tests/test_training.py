@@ -101,6 +101,11 @@ def test_shared_key_value_heads(tmp_path):
                                          "divides num_heads 4"):
         ADConfig(num_heads=4, num_kv_heads=3)
     assert ADConfig(num_heads=2).num_kv_heads == 2  # default: one per head
+    with pytest.raises(IclRlError, match="num_kv_heads must be a positive integer, got 0"):
+        ADConfig(num_heads=4, num_kv_heads=0)
+    # the demo's default follows its head count (`icl-rl demo --num-heads 2` alone works)
+    from pipeline.config import DemoConfig
+    assert ADConfig(num_heads=2, num_kv_heads=DemoConfig().num_kv_heads).num_kv_heads == 2
     assert "with 4 attention heads over 1 key/value head" in cfg.describe()  # model card
     assert "with 2 attention heads (" in ADConfig(num_heads=2).describe()
     model.save_pretrained(tmp_path)

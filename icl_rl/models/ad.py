@@ -52,16 +52,16 @@ class ADConfig(FamilyConfig):
         self.rope_theta = rope_theta
         self.value_head = bool(value_head)  # a state-value output (RL² trains one; AD no)
         for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers),
-                            ("num_heads", num_heads)):
+                            ("num_heads", num_heads), ("num_kv_heads", self.num_kv_heads)):
             if not isinstance(value, int) or value < 1:
                 raise IclRlError(f"{name} must be a positive integer, got {value!r}")
         if hidden_size % num_heads:
             raise IclRlError(f"hidden_size {hidden_size} must be divisible by num_heads "
                              f"{num_heads}")
-        kv = self.num_kv_heads
-        if not isinstance(kv, int) or kv < 1 or num_heads % kv:
+        if num_heads % self.num_kv_heads:
             raise IclRlError(f"num_kv_heads must be a positive integer that divides num_heads "
-                             f"{num_heads} (1 to share one key/value head), got {kv!r}")
+                             f"{num_heads} (1 to share one key/value head), got "
+                             f"{self.num_kv_heads!r}")
         super().__init__(**kwargs)
 
     def backbone_config(self) -> LlamaConfig:
